@@ -1,0 +1,3 @@
+from syslrn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""The ``syslrn`` command line.
+
+Each subcommand lives in a module of :mod:`syslrn.commands` that defines
+``register(subparsers)``; the parser it adds sets ``func`` to the function
+that runs it and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from syslrn import __version__
+from syslrn.errors import SyslrnError
+
+# Modules of syslrn.commands, in the order `syslrn --help` lists them.
+COMMAND_MODULES = (
+)
+
+log = logging.getLogger("syslrn")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syslrn",
+        description=(
+            "Learn which OS-level features of an application follow its "
+            "workload, and monitor only those with eBPF."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"syslrn {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="log more: -v for progress, -vv for debugging",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"syslrn.commands.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING
+    if verbosity == 1:
+        level = logging.INFO
+    elif verbosity >= 2:
+        level = logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except SyslrnError as exc:
+        print(f"syslrn: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("syslrn: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,1 @@
+"""Build placeholder: replaced by the BPF build in the same change."""
