@@ -29,12 +29,16 @@ class LogSource:
     """One component's log: where it is, and how to group it into sessions.
 
     ``session_regex`` has one group, the identifier that ties the lines of
-    one session (a queue id, a backend pid, an instance id).
+    one session (a queue id, a backend pid, an instance id). ``masks`` are
+    ``(regex, name)`` pairs, applied in order: a log parser replaces each
+    match with ``<name>`` before it mines templates, so that timestamps,
+    ids and numbers do not split one message into many templates.
     """
 
     component: str
     path: Path
     session_regex: str
+    masks: tuple[tuple[str, str], ...] = ()
 
 
 class Fault(abc.ABC):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -120,6 +121,21 @@ def wait_for_unix(path: str | os.PathLike, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
+def user_credentials(user: str | None) -> dict:
+    """Return the :class:`subprocess.Popen` arguments that run a child as ``user``.
+
+    The child gets the user's primary group and no supplementary groups;
+    with ``user=None`` it keeps the caller's credentials.
+    """
+    if user is None:
+        return {}
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ScenarioError(f"user {user} not found; create it or install its package") from None
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def start_process(
     argv: Sequence[str],
     log_path: str | os.PathLike,
@@ -131,7 +147,9 @@ def start_process(
     """Start a server in its own session, its output appended to ``log_path``.
 
     The own session lets :func:`stop_process` signal the server's whole
-    process group, and only that group.
+    process group, and only that group. With ``user``, the server also
+    takes that user's primary group and no supplementary groups, as login
+    would give it, instead of keeping the caller's (root's) groups.
     """
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
@@ -141,7 +159,7 @@ def start_process(
             stdin=subprocess.DEVNULL,
             env=env,
             cwd=cwd,
-            user=user,
+            **user_credentials(user),
             start_new_session=True,
         )
     log.info("started %s as pid %d", argv[0], proc.pid)
@@ -163,3 +181,48 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             return
         except subprocess.TimeoutExpired:
             log.warning("pid %d ignored %s", proc.pid, sig.name)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Return the PIDs of the children of process ``pid`` (none if it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    # NOTE: this file lists the children of the main thread only, which are
+    # all of them for the single-threaded servers that scenarios run.
+    return [int(word) for word in text.split()]
+
+
+def parent_pid(pid: int) -> int | None:
+    """Return the parent PID of process ``pid``, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The comm field is in parentheses and may hold spaces: split after it.
+    return int(text.rpartition(")")[2].split()[1])
+
+
+def signal_child(pid: int, parent: int, sig: int) -> bool:
+    """Send ``sig`` to ``pid`` only if it is a child of ``parent``.
+
+    The check and the signal go through a pidfd, so a PID that its process
+    released and another process reused in between is never signalled.
+    Returns whether the signal was sent.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        # The pidfd refers to one process: if the PID still has the right
+        # parent after the open, the signal reaches that process or none.
+        if parent_pid(pid) != parent:
+            return False
+        signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
