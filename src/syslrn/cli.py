@@ -16,8 +16,7 @@ from syslrn import __version__
 from syslrn.errors import SyslrnError
 
 # Modules of syslrn.commands, in the order `syslrn --help` lists them.
-COMMAND_MODULES = (
-)
+COMMAND_MODULES = ()
 
 log = logging.getLogger("syslrn")
 
@@ -32,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"syslrn {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0,
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
         help="log more: -v for progress, -vv for debugging",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
