@@ -16,7 +16,10 @@ from syslrn import __version__
 from syslrn.errors import SyslrnError
 
 # Modules of syslrn.commands, in the order `syslrn --help` lists them.
-COMMAND_MODULES = ()
+COMMAND_MODULES = (
+    "record",
+    "trace",
+)
 
 log = logging.getLogger("syslrn")
 

@@ -288,6 +288,27 @@ class Program:
         return self.info().xlated_prog_len // 8
 
 
+class IterLinkInfo(ctypes.Structure):
+    """The task member of union bpf_iter_link_info, padded to the union's size."""
+
+    _fields_ = [
+        ("tid", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("pid_fd", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint8 * 12),
+    ]
+
+
+class IterAttachOpts(ctypes.Structure):
+    """struct bpf_iter_attach_opts of libbpf.h."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("link_info", ctypes.c_void_p),
+        ("link_info_len", ctypes.c_uint32),
+    ]
+
+
 class Link:
     """An attachment of a program; destroyed on :meth:`destroy`."""
 
@@ -425,9 +446,22 @@ class BpfObject:
             links.append(self.attach(prog))
         return links
 
-    def iterate(self, program: Program) -> bytes:
-        """Run a BPF iterator program once and return what it wrote."""
-        ptr = lib().bpf_program__attach_iter(program._ptr, None)
+    def iterate(self, program: Program, pid: int | None = None) -> bytes:
+        """Run a BPF iterator program once and return what it wrote.
+
+        With ``pid``, a task iterator visits that process's threads only.
+        """
+        opts = None
+        if pid is not None:
+            link_info = IterLinkInfo()
+            link_info.pid = pid
+            opts = IterAttachOpts(
+                sz=ctypes.sizeof(IterAttachOpts),
+                link_info=ctypes.addressof(link_info),
+                link_info_len=ctypes.sizeof(link_info),
+            )
+            opts_ref = ctypes.byref(opts)
+        ptr = lib().bpf_program__attach_iter(program._ptr, opts_ref if opts else None)
         if not ptr:
             raise _errno_error(f"attaching iterator {program.name} failed")
         link = Link(ptr, program)

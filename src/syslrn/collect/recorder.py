@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from syslrn.collect import events
+from syslrn.collect import events, procfs
 from syslrn.collect.build import build_object
 from syslrn.collect.libbpf import BpfObject, num_possible_cpus
 from syslrn.collect.privileges import check_bpf_allowed
@@ -75,7 +75,11 @@ def configure(obj: BpfObject, trigger: Trigger | None) -> None:
         config.trigger_kind = trigger.kind
         config.trigger_port = trigger.port
         path = trigger.kernel_path()
-        config.trigger_path = path
+        # Assigning bytes to a c_char array stops at the first NUL, and an
+        # abstract name starts with one, so the bytes are copied instead.
+        ctypes.memmove(
+            ctypes.addressof(config) + Config.trigger_path.offset, path, len(path)
+        )
         config.trigger_path_len = len(path)
     rodata = obj.rodata()
     if len(rodata) < ctypes.sizeof(config):
@@ -170,7 +174,7 @@ class Recorder:
             self._obj = None
             raise
 
-        self._write(events.decode(np.frombuffer(snapshot, dtype="V384"), self.host))
+        self._write_snapshot(snapshot)
         self._flush()
         self._last_flush = time.monotonic()
         self._thread = threading.Thread(
@@ -185,6 +189,21 @@ class Recorder:
             len([p for p in obj.programs() if not p.section.startswith("iter/")]),
         )
         return self
+
+    def _write_snapshot(self, snapshot: bytes) -> None:
+        records = np.frombuffer(snapshot, dtype=events.EVENT_DTYPE)
+        missing = procfs.missing_processes(
+            set(records["pid"].tolist()), self.started_ns, os.getpid()
+        )
+        if len(missing):
+            log.info(
+                "task iterator missed %d processes (pids %s); read them from /proc",
+                len(missing),
+                missing["pid"][:8].tolist(),
+            )
+        self._write(
+            events.table_from_records(np.concatenate([records, missing]), self.host)
+        )
 
     def _initial_meta(self, obj: BpfObject) -> dict[str, Any]:
         return {

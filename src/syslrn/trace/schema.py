@@ -50,6 +50,9 @@ FLAG_KTHREAD = 1 << 3
 FLAG_ABSTRACT = 1 << 4
 #: The accept was on the trigger socket; a ``request`` row repeats it.
 FLAG_REQUEST = 1 << 5
+#: A snapshot row read from procfs, whose start_ns has clock-tick
+#: resolution: the same process's events carry a start_ns within one tick.
+FLAG_APPROX_START = 1 << 6
 
 _dict_str = pa.dictionary(pa.int32(), pa.string())
 
