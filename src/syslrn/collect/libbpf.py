@@ -12,6 +12,7 @@ import ctypes
 import errno
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -414,15 +415,22 @@ class BpfObject:
 
     def _load_failure(self, err: int) -> str:
         text = "".join(_messages)
-        failed = "?"
-        for line in text.splitlines():
-            if "failed to load program '" in line:
-                failed = line.split("failed to load program '", 1)[1].split("'", 1)[0]
-        lines = [line for line in text.splitlines() if line.strip()]
-        tail = "\n  ".join(lines[-12:])
+        match = re.search(r"prog '([^']+)': BPF program load failed", text)
+        failed = match.group(1) if match else None
+        # The verifier's log sits between libbpf's BEGIN and END markers;
+        # its last lines say what it rejected.
+        log_lines = []
+        if "-- BEGIN PROG LOAD LOG --" in text:
+            body = text.split("-- BEGIN PROG LOAD LOG --", 1)[1]
+            body = body.split("-- END PROG LOAD LOG --", 1)[0]
+            log_lines = [line for line in body.splitlines() if line.strip()]
+        else:
+            log_lines = [line for line in text.splitlines() if line.strip()]
+        tail = "\n  ".join(log_lines[-10:])
+        where = f"program {failed}" if failed else "an unnamed step"
         return (
-            f"loading {self.path.name} failed at program {failed}: "
-            f"{os.strerror(abs(err))}\n  {tail}"
+            f"loading {self.path.name} failed at {where}: {os.strerror(abs(err))}; "
+            f"the verifier's last lines:\n  {tail}"
         )
 
     def attach(self, program: Program) -> Link:

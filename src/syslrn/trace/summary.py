@@ -131,7 +131,9 @@ def _collect_connections(
     ends = table.filter(pc.is_in(kinds, pa.array([CONNECT, ACCEPT])))
     families = ends.column("family").cast(pa.string()).to_pylist()
     end_kinds = ends.column("kind").cast(pa.string()).to_pylist()
-    counter = Counter(f"{family} {kind}" for family, kind in zip(families, end_kinds))
+    counter = Counter(
+        f"{family} {kind}" for family, kind in zip(families, end_kinds, strict=True)
+    )
     summary.connections = dict(sorted(counter.items()))
 
 
