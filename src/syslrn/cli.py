@@ -17,6 +17,8 @@ from syslrn.errors import SyslrnError
 
 # Modules of syslrn.commands, in the order `syslrn --help` lists them.
 COMMAND_MODULES = (
+    "record",
+    "trace",
     "campaign",
 )
 
@@ -33,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"syslrn {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0,
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
         help="log more: -v for progress, -vv for debugging",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -65,6 +65,8 @@ def make_folds(
     folds = []
     for i, (train_pos, test_pos) in enumerate(splitter.split(normal)):
         train = tuple(int(j) for j in sorted(normal[train_pos]))
-        test = tuple(int(j) for j in sorted(np.concatenate([normal[test_pos], failures])))
+        test = tuple(
+            int(j) for j in sorted(np.concatenate([normal[test_pos], failures]))
+        )
         folds.append(Fold(index=i, train=train, test=test))
     return folds

@@ -28,7 +28,9 @@ def missing_packages(packages: Sequence[str]) -> list[str]:
     for package in packages:
         result = subprocess.run(
             ["dpkg-query", "-W", "-f=${Status}", package],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if "ok installed" not in result.stdout:
             missing.append(package)
@@ -61,7 +63,8 @@ def ensure_packages(packages: Sequence[str]) -> None:
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(
             ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-            check=True, env=env,
+            check=True,
+            env=env,
         )
     except subprocess.CalledProcessError as exc:
         raise ScenarioError(

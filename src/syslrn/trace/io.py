@@ -116,9 +116,7 @@ def check_writable(path: str | os.PathLike) -> Path:
     return path
 
 
-def write_trace(
-    path: str | os.PathLike, table: pa.Table, meta: dict[str, Any]
-) -> Path:
+def write_trace(path: str | os.PathLike, table: pa.Table, meta: dict[str, Any]) -> Path:
     """Write a whole trace at once, e.g. a hand-built one or a merge."""
     path = check_writable(path)
     table = table.cast(EVENT_SCHEMA).replace_schema_metadata(
@@ -213,10 +211,12 @@ def _journal_to_parquet(journal: Path, path: Path, meta: dict[str, Any]) -> int:
     batches, _ = _read_journal(journal)
     schema = _schema_with_meta(meta)
     tmp = path.with_name(path.name + ".tmp")
-    with _open_private(tmp) as sink:
-        with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-            for batch in batches:
-                writer.write_batch(batch.cast(EVENT_SCHEMA))
+    with (
+        _open_private(tmp) as sink,
+        pq.ParquetWriter(sink, schema, compression="zstd") as writer,
+    ):
+        for batch in batches:
+            writer.write_batch(batch.cast(EVENT_SCHEMA))
     os.replace(tmp, path)
     return sum(b.num_rows for b in batches)
 
@@ -239,7 +239,9 @@ def recover(path: str | os.PathLike) -> Path:
 def _decode_meta(schema: pa.Schema, path: Path) -> dict[str, Any]:
     raw = (schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
-        raise TraceError(f"{path}: not a syslrn trace (no '{METADATA_KEY.decode()}' metadata)")
+        raise TraceError(
+            f"{path}: not a syslrn trace (no '{METADATA_KEY.decode()}' metadata)"
+        )
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -272,7 +274,10 @@ def read_trace(path: str | os.PathLike, columns: list[str] | None = None) -> Tra
             log.warning(
                 "%s: recording was interrupted; read %d events from %s "
                 "(run 'syslrn trace recover %s' to finish the file)",
-                path, table.num_rows, journal.name, path,
+                path,
+                table.num_rows,
+                journal.name,
+                path,
             )
             if columns is not None:
                 table = table.select(columns)

@@ -44,6 +44,15 @@ FLAG_TRUNCATED = 1 << 1
 #: A connect that returned EINPROGRESS: the 4-tuple is known, the handshake
 #: had not finished.
 FLAG_INPROGRESS = 1 << 2
+#: A kernel thread (PF_KTHREAD).
+FLAG_KTHREAD = 1 << 3
+#: ``path`` is an abstract unix name, written with a leading ``@``.
+FLAG_ABSTRACT = 1 << 4
+#: The accept was on the trigger socket; a ``request`` row repeats it.
+FLAG_REQUEST = 1 << 5
+#: A snapshot row read from procfs, whose start_ns has clock-tick
+#: resolution: the same process's events carry a start_ns within one tick.
+FLAG_APPROX_START = 1 << 6
 
 _dict_str = pa.dictionary(pa.int32(), pa.string())
 
@@ -109,7 +118,9 @@ def table_from_rows(rows: list[dict]) -> pa.Table:
     if unknown:
         raise ValueError(f"unknown trace columns {sorted(unknown)}")
     return pa.table(
-        {name: pa.array(columns[name], type=EVENT_SCHEMA.field(name).type)
-         for name in EVENT_SCHEMA.names},
+        {
+            name: pa.array(columns[name], type=EVENT_SCHEMA.field(name).type)
+            for name in EVENT_SCHEMA.names
+        },
         schema=EVENT_SCHEMA,
     )

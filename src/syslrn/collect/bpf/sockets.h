@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Reading a connection end from the current task's file table, shared by
+ * the recorder and the tailored monitor. Needs vmlinux.h and events.h. */
+#ifndef SYSLRN_SOCKETS_H
+#define SYSLRN_SOCKETS_H
+
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define IPPROTO_TCP 6
+#define EINPROGRESS 115
+#define PF_KTHREAD 0x00200000
+/* offsetof(struct sockaddr_un, sun_path) */
+#define SUN_PATH_OFFSET 2
+
+struct socket_info {
+	struct sock *sk;
+	__u16 family;
+	bool read_failed;
+};
+
+/* Find the stream socket behind fd in task's file table. Returns false for
+ * anything but a TCP or unix stream socket, or when a read failed. */
+static __always_inline bool socket_of_fd(struct task_struct *task, __u32 fd,
+					 struct socket_info *info)
+{
+	struct file **fds;
+	struct file *file = NULL;
+	struct socket *sock;
+	struct sock *sk;
+	__u16 type;
+
+	if (fd >= BPF_CORE_READ(task, files, fdt, max_fds)) {
+		info->read_failed = true;
+		return false;
+	}
+	fds = BPF_CORE_READ(task, files, fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file) {
+		info->read_failed = true;
+		return false;
+	}
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk) {
+		info->read_failed = true;
+		return false;
+	}
+
+	type = BPF_CORE_READ(sk, sk_type);
+	info->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (type != SOCK_STREAM)
+		return false;
+	if (info->family == AF_INET || info->family == AF_INET6) {
+		/* sk_protocol is a plain u16 since Linux 5.6. */
+		if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+			return false;
+	} else if (info->family != AF_UNIX) {
+		return false;
+	}
+	info->sk = sk;
+	return true;
+}
+
+static __always_inline void fill_unix_path(struct event *e, struct sock *named)
+{
+	struct unix_address *addr = BPF_CORE_READ((struct unix_sock *)named, addr);
+	int len;
+
+	if (!addr)
+		return;
+	/* addr->len counts sun_family; a path name's length includes its NUL,
+	 * an abstract name has no NUL and starts with one. */
+	len = BPF_CORE_READ(addr, len) - SUN_PATH_OFFSET;
+	if (len <= 0)
+		return;
+	if (len > UNIX_PATH_LEN)
+		len = UNIX_PATH_LEN;
+	e->str_len = len;
+	bpf_probe_read_kernel(e->str, UNIX_PATH_LEN,
+			      (void *)addr + bpf_core_field_offset(struct unix_address, name) +
+				      SUN_PATH_OFFSET);
+	if (e->str[0] == '\0')
+		e->flags |= FLAG_ABSTRACT;
+}
+
+/* Fill the connection end of e. The socket ids are masked kernel pointers:
+ * equal pointers give equal ids, and the trace reveals no kernel address. */
+static __always_inline void fill_socket(struct event *e, struct socket_info *info,
+					bool is_connect, __u64 key)
+{
+	struct sock *sk = info->sk;
+	struct sock *peer;
+	struct pid *peer_pid;
+
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->sock_id = (__u64)sk ^ key;
+
+	if (info->family == AF_UNIX) {
+		e->family = FAMILY_UNIX;
+		peer = BPF_CORE_READ((struct unix_sock *)sk, peer);
+		if (peer)
+			e->peer_id = (__u64)peer ^ key;
+		peer_pid = BPF_CORE_READ(sk, sk_peer_pid);
+		if (peer_pid)
+			e->peer_pid = BPF_CORE_READ(peer_pid, numbers[0].nr);
+		/* The accepted socket carries the listener's address; the
+		 * connecting socket may have a name of its own, so its path
+		 * is read from its peer, the accepted socket. */
+		fill_unix_path(e, is_connect ? peer : sk);
+		return;
+	}
+
+	e->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (info->family == AF_INET) {
+		e->family = FAMILY_INET;
+		BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_daddr);
+	} else {
+		e->family = FAMILY_INET6;
+		BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+/* Whether an accepted end e is on the trigger socket. */
+static __always_inline bool matches_trigger(struct event *e, __u32 kind, __u32 port,
+					    const volatile char *path, __u32 path_len)
+{
+	if (kind == TRIGGER_TCP)
+		return (e->family == FAMILY_INET || e->family == FAMILY_INET6) && e->lport == port;
+	if (kind != TRIGGER_UNIX || e->family != FAMILY_UNIX || e->str_len != path_len)
+		return false;
+	for (int i = 0; i < UNIX_PATH_LEN; i++) {
+		if (i >= path_len)
+			break;
+		if (e->str[i] != path[i])
+			return false;
+	}
+	return true;
+}
+
+#endif

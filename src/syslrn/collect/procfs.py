@@ -1,0 +1,72 @@
+"""Processes that the kernel's task iterator did not report, read from procfs.
+
+On some hosts the task iterator does not visit every process (seen with
+pid 1 inside a sandbox on Linux 6.18). Those processes still belong in the
+snapshot, so they are read from /proc. procfs gives start times in clock
+ticks only, so these rows carry FLAG_APPROX_START: their start_ns is within
+one tick of the kernel's, not equal to it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from syslrn.collect.events import EVENT_DTYPE, KIND_CODES
+from syslrn.trace.schema import FLAG_APPROX_START, FLAG_KTHREAD, SNAPSHOT
+
+PROC = Path("/proc")
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+_PF_KTHREAD = 0x00200000
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # comm is in parentheses and may itself contain spaces or parentheses.
+    head, _, tail = text.rpartition(")")
+    comm = head.split("(", 1)[1]
+    return [comm, *tail.split()]
+
+
+def _start_ns(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    # Field 22 of proc_pid_stat(5), starttime, in clock ticks since boot.
+    return int(fields[20]) * 1_000_000_000 // _TICKS_PER_S
+
+
+def missing_processes(seen: set[int], boot_ns: int, self_pid: int) -> np.ndarray:
+    """Return snapshot records for the processes of /proc not in ``seen``."""
+    rows = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid in seen or pid == self_pid:
+            continue
+        fields = _stat_fields(pid)
+        if fields is None:
+            continue
+        ppid = int(fields[2])
+        flags = FLAG_APPROX_START
+        if int(fields[7]) & _PF_KTHREAD:
+            flags |= FLAG_KTHREAD
+        rows.append((pid, ppid, fields[0], flags, int(fields[20])))
+    records = np.zeros(len(rows), dtype=EVENT_DTYPE)
+    for i, (pid, ppid, comm, flags, ticks) in enumerate(rows):
+        record = records[i]
+        record["kind"] = KIND_CODES[SNAPSHOT]
+        record["ts_ns"] = boot_ns
+        record["pid"] = record["tid"] = pid
+        record["ppid"] = ppid
+        record["start_ns"] = ticks * 1_000_000_000 // _TICKS_PER_S
+        record["parent_start_ns"] = _start_ns(ppid) or 0 if ppid else 0
+        record["comm"] = comm.encode()[:15]
+        record["flags"] = flags
+    return records
