@@ -35,33 +35,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("scenario", choices=sorted(SCENARIOS), help="scenario to drive")
     parser.add_argument(
-        "-o", "--output", required=True, metavar="DIR",
+        "-o",
+        "--output",
+        required=True,
+        metavar="DIR",
         help="campaign directory, created with mode 0700 (resumed if it exists)",
     )
     parser.add_argument(
-        "--runs", type=int, metavar="N",
+        "--runs",
+        type=int,
+        metavar="N",
         help="number of workload experiments (required for a new campaign)",
     )
     parser.add_argument(
-        "--sizes", type=_sizes, metavar="N,N,...",
+        "--sizes",
+        type=_sizes,
+        metavar="N,N,...",
         help="workload sizes in requests per experiment "
         f"(default {','.join(map(str, DEFAULT_SIZES))})",
     )
     parser.add_argument(
-        "--fault-ratio", type=float, metavar="F",
+        "--fault-ratio",
+        type=float,
+        metavar="F",
         help=f"fraction of workload experiments with a fault (default {DEFAULT_FAULT_RATIO})",
     )
     parser.add_argument("--seed", type=int, help="seed of the plan's draws (default 0)")
     parser.add_argument(
-        "--startup-runs", type=int, metavar="N",
+        "--startup-runs",
+        type=int,
+        metavar="N",
         help=f"experiments that record the servers starting (default {DEFAULT_STARTUP_RUNS})",
     )
     parser.add_argument(
-        "--idle-runs", type=int, metavar="N",
+        "--idle-runs",
+        type=int,
+        metavar="N",
         help=f"experiments that record the servers idle (default {DEFAULT_IDLE_RUNS})",
     )
     parser.add_argument(
-        "--idle-seconds", type=float, metavar="S",
+        "--idle-seconds",
+        type=float,
+        metavar="S",
         help=f"length of an idle recording in seconds (default {DEFAULT_IDLE_SECONDS})",
     )
     parser.add_argument(
@@ -74,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     params = _params(args)
     progress_factory = None
     if not args.no_progress:
+
         def progress_factory(total: int, done: int) -> ProgressBar:
             return ProgressBar(total, done, stream=sys.stderr)
 
@@ -125,4 +141,3 @@ def _sizes(text: str) -> tuple[int, ...]:
             f"{text!r}: give comma-separated integers, e.g. 1,2,4,8"
         ) from None
     return sizes
-

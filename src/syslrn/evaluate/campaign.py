@@ -155,7 +155,9 @@ class CampaignRunner:
         recorder_factory = self.recorder_factory or load_recorder()
         scenario_type = scenario_class(self.scenario_name)
         workdir = Path(
-            tempfile.mkdtemp(prefix=f"syslrn-{self.scenario_name}-", dir=self.workdir_root)
+            tempfile.mkdtemp(
+                prefix=f"syslrn-{self.scenario_name}-", dir=self.workdir_root
+            )
         )
         self._scenario = scenario_type(workdir)
         progress = None
@@ -167,7 +169,9 @@ class CampaignRunner:
             for experiment in todo:
                 # Left by an interrupted or failed attempt: start it afresh.
                 shutil.rmtree(self.directory / experiment.id, ignore_errors=True)
-            write_index(self.directory, [finished[e.id] for e in plan if e.id in finished])
+            write_index(
+                self.directory, [finished[e.id] for e in plan if e.id in finished]
+            )
 
             summary = CampaignSummary(total=len(plan), skipped=len(finished))
             if self.progress_factory is not None:
@@ -206,7 +210,9 @@ class CampaignRunner:
             "created": _now(),
             "syslrn_version": __version__,
             "params": self.params.to_json(),
-            "faults": {name: fault.description for name, fault in sorted(faults.items())},
+            "faults": {
+                name: fault.description for name, fault in sorted(faults.items())
+            },
             "log_sources": [
                 {
                     "component": source.component,
@@ -350,8 +356,13 @@ class CampaignRunner:
             scenario.reset()
 
         return self._write_labels(
-            experiment, experiment_dir, result, meta, trace_labels,
-            started_at=started_at, duration=duration,
+            experiment,
+            experiment_dir,
+            result,
+            meta,
+            trace_labels,
+            started_at=started_at,
+            duration=duration,
         )
 
     def _drive(self, experiment: Experiment) -> WorkloadResult:
@@ -451,7 +462,9 @@ class CampaignRunner:
         if not faulty and result.errors:
             log.warning(
                 "experiment %s saw %d workload errors without a fault: %s",
-                experiment.id, result.errors, result.messages[:1],
+                experiment.id,
+                result.errors,
+                result.messages[:1],
             )
         counted = meta.get("requests")
         labels = {

@@ -100,7 +100,9 @@ class Experiment:
         return text
 
 
-def plan_campaign(params: CampaignParams, fault_names: Sequence[str]) -> list[Experiment]:
+def plan_campaign(
+    params: CampaignParams, fault_names: Sequence[str]
+) -> list[Experiment]:
     """Draw the experiments of a campaign, the same ones for the same inputs.
 
     Startup experiments come first, because each one sets the scenario up
@@ -117,7 +119,9 @@ def plan_campaign(params: CampaignParams, fault_names: Sequence[str]) -> list[Ex
     faults += [NO_FAULT] * (params.runs - n_faulty)
     rng.shuffle(faults)
 
-    body = [("workload", size, fault) for size, fault in zip(sizes, faults, strict=True)]
+    body = [
+        ("workload", size, fault) for size, fault in zip(sizes, faults, strict=True)
+    ]
     body += [("idle", 0, NO_FAULT)] * params.idle_runs
     order = rng.permutation(len(body))
     entries = [("startup", 0, NO_FAULT)] * params.startup_runs
@@ -125,6 +129,8 @@ def plan_campaign(params: CampaignParams, fault_names: Sequence[str]) -> list[Ex
 
     width = max(4, len(str(len(entries))))
     return [
-        Experiment(id=f"e{i + 1:0{width}d}", phase=phase, requested=int(size), fault=fault)
+        Experiment(
+            id=f"e{i + 1:0{width}d}", phase=phase, requested=int(size), fault=fault
+        )
         for i, (phase, size, fault) in enumerate(entries)
     ]

@@ -57,7 +57,13 @@ class Fault(abc.ABC):
 
 
 class Scenario(abc.ABC):
-    """A real application driven for syslrn's experiments."""
+    """A real application driven for syslrn's experiments.
+
+    :attr:`trigger`, :meth:`faults` and :meth:`logs` must work before
+    :meth:`setup`: the campaign runner plans its experiments and records the
+    start-up phase before the servers exist. Fault names and log paths must
+    not change across set-ups.
+    """
 
     #: Short name used on the command line and in labels.
     name: str = ""

@@ -257,7 +257,8 @@ class PostgresScenario(Scenario):
         if server.poll() is not None:
             log.warning(
                 "postmaster pid %d exited with status %s; starting it again",
-                server.pid, server.returncode,
+                server.pid,
+                server.returncode,
             )
             self._start_server()
         self.wait_ready()
@@ -288,8 +289,12 @@ class PostgresScenario(Scenario):
             argv += ["-c", statement]
         try:
             result = subprocess.run(
-                argv, capture_output=True, text=True, env=_client_env(),
-                timeout=READY_TIMEOUT_S, check=False,
+                argv,
+                capture_output=True,
+                text=True,
+                env=_client_env(),
+                timeout=READY_TIMEOUT_S,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             raise ScenarioError(
@@ -348,8 +353,16 @@ class PostgresScenario(Scenario):
             self._check_alive(server, deadline, timeout)
             time.sleep(0.05)
         probe = [
-            str(BINDIR / "pg_isready"), "-q", "-t", "2",
-            "-h", str(self.socket_dir), "-p", str(PORT), "-U", SERVER_USER,
+            str(BINDIR / "pg_isready"),
+            "-q",
+            "-t",
+            "2",
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(PORT),
+            "-U",
+            SERVER_USER,
         ]
         while subprocess.run(probe, env=_client_env(), check=False).returncode != 0:
             self._check_alive(server, deadline, timeout)
@@ -368,11 +381,13 @@ class PostgresScenario(Scenario):
             and self.socket_path.exists()
         )
 
-    def _check_alive(self, server: subprocess.Popen, deadline: float, timeout: float) -> None:
+    def _check_alive(
+        self, server: subprocess.Popen, deadline: float, timeout: float
+    ) -> None:
         if server.poll() is not None:
             raise ScenarioError(
-                f"postmaster exited with status {server.returncode} while "
-                f"starting; see {self.log_path}"
+                f"postmaster exited with status {server.returncode} before it "
+                f"accepted sessions; see {self.log_path}"
             )
         if time.monotonic() > deadline:
             raise ScenarioError(
@@ -390,7 +405,7 @@ class PostgresScenario(Scenario):
             )
         if self.data_dir.exists():
             raise ScenarioError(
-                f"workdir {self.workdir} already holds a cluster in {self.data_dir}; "
+                f"workdir {self.workdir} already contains a cluster in {self.data_dir}; "
                 "tear the scenario down first or choose an empty workdir"
             )
         server = pwd.getpwnam(SERVER_USER)
@@ -401,14 +416,25 @@ class PostgresScenario(Scenario):
         for path in (self.data_dir, self.socket_dir, self.spool_dir):
             path.mkdir(mode=0o700)
             os.chown(path, server.pw_uid, server.pw_gid)
-        subprocess.run(
+        options = f"size={SPOOL_SIZE},mode=0700,uid={server.pw_uid},gid={server.pw_gid}"
+        result = subprocess.run(
             [
-                "mount", "-t", "tmpfs", "-o",
-                f"size={SPOOL_SIZE},mode=0700,uid={server.pw_uid},gid={server.pw_gid}",
-                "syslrn-spool", str(self.spool_dir),
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                options,
+                "syslrn-spool",
+                str(self.spool_dir),
             ],
-            check=True, capture_output=True,
+            capture_output=True,
+            text=True,
+            check=False,
         )
+        if result.returncode != 0:
+            raise ScenarioError(
+                f"mounting a tmpfs on {self.spool_dir} failed: {result.stderr.strip()}"
+            )
         self._mounted = True
 
         self.bin_dir.mkdir(mode=0o755)
@@ -429,12 +455,24 @@ class PostgresScenario(Scenario):
 
     def _initdb(self) -> None:
         argv = [
-            str(BINDIR / "initdb"), "-D", str(self.data_dir), "-U", SERVER_USER,
-            "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync",
+            str(BINDIR / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SERVER_USER,
+            "--auth=trust",
+            "--no-locale",
+            "-E",
+            "UTF8",
+            "--no-sync",
             "--no-instructions",
         ]
         result = subprocess.run(
-            argv, capture_output=True, text=True, check=False, cwd=self.data_dir,
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=self.data_dir,
             **user_credentials(SERVER_USER),
         )
         if result.returncode != 0:
@@ -462,7 +500,9 @@ class PostgresScenario(Scenario):
     def _start_server(self) -> None:
         self._server = start_process(
             [str(BINDIR / "postgres"), "-D", str(self.data_dir)],
-            self.log_path, cwd=self.data_dir, user=SERVER_USER,
+            self.log_path,
+            cwd=self.data_dir,
+            user=SERVER_USER,
         )
         self.wait_ready()
 
@@ -487,35 +527,59 @@ class PostgresScenario(Scenario):
 
     def _psql_argv(self, user: str, database: str) -> list[str]:
         return [
-            str(BINDIR / "psql"), "-X", "-q", "-A", "-t", "-w",
-            "-v", "ON_ERROR_STOP=1",
-            "-h", str(self.socket_dir), "-p", str(PORT),
-            "-U", user, "-d", database,
+            str(BINDIR / "psql"),
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-w",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(self.socket_dir),
+            "-p",
+            str(PORT),
+            "-U",
+            user,
+            "-d",
+            database,
         ]
 
     def _start_session(self) -> tuple[str, subprocess.Popen]:
         session_id = uuid.uuid4().hex[:12]
         argv = [
             *self._psql_argv(ROLE, DATABASE),
-            "-v", f"session={session_id}",
-            "-v", f"helper={self.helper_path} {ROWS_PER_SESSION}",
-            "-f", str(self.session_script),
+            "-v",
+            f"session={session_id}",
+            "-v",
+            f"helper={self.helper_path} {ROWS_PER_SESSION}",
+            "-f",
+            str(self.session_script),
         ]
         proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, text=True, env=_client_env(),
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=_client_env(),
         )
         return session_id, proc
 
     def _wait_sessions_closed(self, timeout: float = 10.0) -> None:
-        # psql exits as soon as it has read the result; the backend writes
+        # psql exits as soon as it has read the result. The backend writes
         # its disconnection line and exits a moment later.
         deadline = time.monotonic() + timeout
         while self._server is not None and self._server.poll() is None:
-            if not self.client_backends():
+            backends = self.client_backends()
+            if not backends:
                 return
             if time.monotonic() > deadline:
-                log.warning("client backends still running after %.0f s", timeout)
+                log.warning(
+                    "client backends %s still running %.0f s after their sessions",
+                    backends,
+                    timeout,
+                )
                 return
             time.sleep(0.01)
 
@@ -549,7 +613,8 @@ class PostgresScenario(Scenario):
 
 
 def _client_env() -> dict[str, str]:
-    # A clean environment: no PGPASSWORD, PGSERVICE or psqlrc of the caller.
+    # No PGPASSWORD, PGSERVICE or PGHOST of the caller: the sessions must
+    # depend on the scenario only. psql's -X skips the caller's psqlrc.
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
@@ -557,7 +622,9 @@ def _client_env() -> dict[str, str]:
     }
 
 
-def _finish_session(session_id: str, proc: subprocess.Popen, deadline: float) -> str | None:
+def _finish_session(
+    session_id: str, proc: subprocess.Popen, deadline: float
+) -> str | None:
     """Wait for one psql session; return its error message, or None if it succeeded."""
     try:
         stdout, stderr = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
@@ -576,7 +643,7 @@ def _finish_session(session_id: str, proc: subprocess.Popen, deadline: float) ->
 
 
 def _last_error(stderr: str) -> str:
-    """Return the most telling line of psql's or initdb's error output."""
+    """Return the first error line of psql's or initdb's output, else its last line."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     for line in lines:
         if "ERROR:" in line or "FATAL:" in line or "error:" in line:

@@ -39,7 +39,9 @@ class PostgresFault(Fault):
 
     def apply(self) -> None:
         if self.applied:
-            raise ScenarioError(f"fault {self.name} is already applied; revert it first")
+            raise ScenarioError(
+                f"fault {self.name} is already applied; revert it first"
+            )
         self._apply()
         self.applied = True
         log.info("applied fault %s", self.name)
@@ -80,8 +82,10 @@ class BackendSignalled(PostgresFault):
         self.signalled = []
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self._watch, args=(self.scenario.server_pid,),
-            name=f"fault-{self.name}", daemon=True,
+            target=self._watch,
+            args=(self.scenario.server_pid,),
+            name=f"fault-{self.name}",
+            daemon=True,
         )
         self._thread.start()
 
@@ -95,7 +99,10 @@ class BackendSignalled(PostgresFault):
     def _watch(self, postmaster: int) -> None:
         seen: set[int] = set()
         while not self._stop.wait(WATCH_INTERVAL_S):
-            if self.max_signalled is not None and len(self.signalled) >= self.max_signalled:
+            if (
+                self.max_signalled is not None
+                and len(self.signalled) >= self.max_signalled
+            ):
                 return
             for pid in self.scenario.client_backends():
                 if pid in seen:
@@ -236,7 +243,9 @@ class ProcessLimit(PostgresFault):
         # "SOFT:" changes the soft limit and keeps the hard one.
         result = subprocess.run(
             ["prlimit", f"--pid={pid}", f"--nproc={soft}:"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
             **user_credentials(self.scenario.server_user),
         )
         if result.returncode != 0:
@@ -272,23 +281,29 @@ def make_faults(scenario: PostgresScenario) -> dict[str, Fault]:
     """Return the fault catalogue of ``scenario``, by name."""
     faults: list[Fault] = [
         BackendSignalled(
-            scenario, "backend-terminated",
+            scenario,
+            "backend-terminated",
             "every client backend gets SIGTERM while it serves its session",
             signal.SIGTERM,
         ),
         BackendSignalled(
-            scenario, "backend-killed",
+            scenario,
+            "backend-killed",
             "one client backend gets SIGKILL, so the postmaster resets the cluster",
-            signal.SIGKILL, max_signalled=1,
+            signal.SIGKILL,
+            max_signalled=1,
         ),
         TablespaceFull(scenario),
         TablespaceUnreadable(scenario),
         HelperReplaced(
-            scenario, "helper-fails", "the COPY helper exits with status 1",
+            scenario,
+            "helper-fails",
+            "the COPY helper exits with status 1",
             FAILING_HELPER,
         ),
         HelperReplaced(
-            scenario, "helper-hangs",
+            scenario,
+            "helper-hangs",
             "the COPY helper hangs until statement_timeout cancels the session",
             HANGING_HELPER,
         ),

@@ -135,7 +135,9 @@ def user_credentials(user: str | None) -> dict:
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
-        raise ScenarioError(f"user {user} not found; create it or install its package") from None
+        raise ScenarioError(
+            f"user {user} not found; create it or install its package"
+        ) from None
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
