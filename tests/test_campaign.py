@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from syslrn.errors import SyslrnError
 from syslrn.evaluate.campaign import CampaignRunner
 from syslrn.evaluate.dataset import (
     INDEX_COLUMNS,
@@ -328,6 +329,72 @@ def test_campaign_resumes_after_interruption(tmp_path):
     assert all(row["status"] == "ok" for row in rows)
     assert (directory / "e0001" / "labels.json").read_bytes() == kept
     assert (directory / "e0003" / "labels.json").exists()
+
+
+def _failing_factory(started: list, fail_ids: set[str] | None = None):
+    """Return a recorder factory whose start raises SyslrnError for ``fail_ids``.
+
+    With ``fail_ids=None`` every start fails.
+    """
+
+    def on_start(recorder):
+        experiment_id = recorder.labels["experiment"]
+        started.append(experiment_id)
+        if fail_ids is None or experiment_id in fail_ids:
+            raise SyslrnError(f"recorder failed to start for {experiment_id}")
+
+    def factory(output, trigger=None, labels=None, host=None):
+        return FakeRecorder(output, trigger, labels, host, on_start=on_start)
+
+    return factory
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_campaign_retries_error_on_resume(tmp_path):
+    directory = tmp_path / "campaign"
+    params = CampaignParams(runs=2, sizes=(1,), startup_runs=0, idle_runs=0)
+    started: list[str] = []
+
+    summary = CampaignRunner(
+        "postgres",
+        directory,
+        params,
+        recorder_factory=_failing_factory(started, fail_ids={"e0001"}),
+    ).run()
+
+    assert summary.errors == 1
+    assert started == ["e0001", "e0002"]
+    rows = _index(directory)
+    assert [row["status"] for row in rows] == ["error", "ok"]
+    labels = json.loads((directory / "e0001" / "labels.json").read_text())
+    assert "recorder failed to start for e0001" in labels["error"]
+
+    restarted: list[str] = []
+    summary = CampaignRunner(
+        "postgres", directory, recorder_factory=_fake_factory(restarted)
+    ).run()
+
+    assert restarted == ["e0001"]
+    assert summary.skipped == 1
+    assert [row["status"] for row in _index(directory)] == ["ok", "ok"]
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_campaign_stops_after_repeated_errors(tmp_path):
+    directory = tmp_path / "campaign"
+    params = CampaignParams(runs=5, sizes=(1,), startup_runs=0, idle_runs=0)
+    started: list[str] = []
+    runner = CampaignRunner(
+        "postgres", directory, params, recorder_factory=_failing_factory(started)
+    )
+
+    with pytest.raises(CampaignError, match="3 experiments in a row failed"):
+        runner.run()
+
+    assert started == ["e0001", "e0002", "e0003"]
+    assert [row["status"] for row in _index(directory)] == ["error"] * 3
 
 
 def test_campaign_resume_with_other_params_raises(tmp_path):

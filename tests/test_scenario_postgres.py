@@ -187,3 +187,24 @@ def test_unreachable_workdir_raises(tmp_path):
     with pytest.raises(ScenarioError, match="cannot traverse"):
         scenario.setup()
     assert not os.path.ismount(private / "pg" / "spool")
+
+
+def test_setup_twice_raises_and_keeps_server(scenario):
+    with pytest.raises(ScenarioError, match="already set up"):
+        scenario.setup()
+
+    scenario.check()
+
+
+def test_setup_keeps_foreign_workdir_contents():
+    workdir = _new_workdir()
+    (workdir / "data").mkdir()
+    (workdir / "data" / "keep.txt").write_text("not ours")
+    scenario = PostgresScenario(workdir)
+    try:
+        with pytest.raises(ScenarioError, match="already contains data/"):
+            scenario.setup()
+
+        assert (workdir / "data" / "keep.txt").read_text() == "not ours"
+    finally:
+        shutil.rmtree(workdir)

@@ -163,7 +163,7 @@ class CampaignRunner:
         progress = None
         try:
             document = self._open_campaign()
-            plan = [Experiment(**entry) for entry in document["experiments"]]
+            plan = _read_plan(document, self.directory)
             finished = self._finished_rows(plan)
             todo = [experiment for experiment in plan if experiment.id not in finished]
             for experiment in todo:
@@ -322,7 +322,12 @@ class CampaignRunner:
 
         fault = None
         if experiment.fault != NO_FAULT:
-            fault = scenario.faults()[experiment.fault]
+            fault = scenario.faults().get(experiment.fault)
+            if fault is None:
+                raise CampaignError(
+                    f"{experiment.id}: fault {experiment.fault!r} of the plan is not "
+                    f"in the catalogue of scenario {self.scenario_name}"
+                )
         trace_path = experiment_dir / TRACE_FILE
         trace_labels = self._trace_labels(experiment)
         recording = recorder_factory(
@@ -369,8 +374,7 @@ class CampaignRunner:
         scenario = self._require_scenario()
         if experiment.phase == "startup":
             started = time.monotonic()
-            scenario.setup()
-            self._set_up = True
+            self._set_up_scenario()
             return WorkloadResult(requests=0, duration_s=time.monotonic() - started)
         if experiment.phase == "idle":
             time.sleep(self.params.idle_seconds)
@@ -381,21 +385,30 @@ class CampaignRunner:
         """Set the scenario up if needed and check it, setting it up again once."""
         scenario = self._require_scenario()
         if not self._set_up:
-            scenario.setup()
-            self._set_up = True
+            self._set_up_scenario()
         try:
             scenario.check()
         except SyslrnError as exc:
             log.warning("scenario check failed (%s); setting it up again", exc)
             self._teardown()
-            scenario.setup()
-            self._set_up = True
+            self._set_up_scenario()
             scenario.check()
 
+    def _set_up_scenario(self) -> None:
+        # Marked before the call, so that a set-up that fails half-way is
+        # still torn down.
+        self._set_up = True
+        self._require_scenario().setup()
+
     def _teardown(self) -> None:
-        if self._set_up and self._scenario is not None:
-            self._scenario.teardown()
+        """Tear the scenario down if it is set up; log, not raise, a failure."""
+        if not self._set_up or self._scenario is None:
+            return
         self._set_up = False
+        try:
+            self._scenario.teardown()
+        except (SyslrnError, OSError) as exc:
+            log.error("tearing down scenario %s failed: %s", self.scenario_name, exc)
 
     def _require_scenario(self) -> Scenario:
         if self._scenario is None:
@@ -483,6 +496,7 @@ class CampaignRunner:
             "started": started_at,
             "duration_s": round(duration, 6),
             "lost": _lost_events(meta),
+            "lost_counters": meta.get("lost"),
             "trace": f"{experiment.id}/{TRACE_FILE}",
             "trace_labels": trace_labels,
             "status": STATUS_OK,
@@ -506,9 +520,18 @@ class CampaignRunner:
         return index_row(labels)
 
     def _fault_description(self, name: str) -> str:
-        if name == NO_FAULT:
-            return ""
-        return self._require_scenario().faults()[name].description
+        fault = self._require_scenario().faults().get(name)
+        return "" if fault is None else fault.description
+
+
+def _read_plan(document: dict[str, Any], directory: Path) -> list[Experiment]:
+    try:
+        return [Experiment(**entry) for entry in document["experiments"]]
+    except (KeyError, TypeError) as exc:
+        raise CampaignError(
+            f"{directory / CAMPAIGN_FILE}: invalid experiment plan ({exc}); the "
+            "file was edited or written by another syslrn"
+        ) from None
 
 
 def _now() -> str:
@@ -518,8 +541,9 @@ def _now() -> str:
 def _lost_events(meta: dict[str, Any]) -> int | None:
     """Return the events that the recording lost, or None without a count.
 
-    ``lost_events`` counts events dropped because the ring buffer was full;
-    the other counters under ``lost`` (truncated strings...) lose no event.
+    ``lost_events`` counts the events dropped because the ring buffer was
+    full. The other counters under ``lost`` mostly count degraded fields;
+    labels.json keeps them as ``lost_counters``.
     """
     lost = meta.get("lost_events")
     return None if lost is None else int(lost)

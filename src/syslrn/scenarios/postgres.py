@@ -174,12 +174,18 @@ class PostgresScenario(Scenario):
         return f"unix:{self.socket_path}"
 
     def setup(self) -> None:
+        if self._server is not None:
+            raise ScenarioError(
+                f"postgres scenario in {self.workdir} is already set up; "
+                "tear it down first"
+            )
         ensure_packages(self.packages)
         if os.geteuid() != 0:
             raise ScenarioError(
                 "the postgres scenario needs root: it mounts a tmpfs and starts "
                 f"the server as user {SERVER_USER}; run syslrn as root"
             )
+        self._check_workdir()
         try:
             self._make_dirs()
             self._initdb()
@@ -223,12 +229,19 @@ class PostgresScenario(Scenario):
         errors = 0
         messages: list[str] = []
         deadline = started + SESSION_TIMEOUT_S
-        for session_id, proc in sessions:
-            message = _finish_session(session_id, proc, deadline)
-            if message is not None:
-                errors += 1
-                if len(messages) < 5:
-                    messages.append(message)
+        try:
+            for session_id, proc in sessions:
+                message = _finish_session(session_id, proc, deadline)
+                if message is not None:
+                    errors += 1
+                    if len(messages) < 5:
+                        messages.append(message)
+        finally:
+            # Interrupted (Ctrl-C): leave no psql running.
+            for _, proc in sessions:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
         self._wait_sessions_closed()
         duration = time.monotonic() - started
@@ -302,7 +315,8 @@ class PostgresScenario(Scenario):
             ) from None
         if result.returncode != 0:
             raise ScenarioError(
-                f"psql failed on {statements[-1]!r}: {_last_error(result.stderr)}"
+                f"admin SQL failed ({_last_error(result.stderr)}) in: "
+                + "; ".join(statements)
             )
         return result.stdout
 
@@ -397,22 +411,29 @@ class PostgresScenario(Scenario):
 
     # -- set-up steps ------------------------------------------------------
 
-    def _make_dirs(self) -> None:
+    def _check_workdir(self) -> None:
+        """Raise unless the work directory can take a new cluster.
+
+        Runs before anything is created, so that a failure here leaves the
+        directory's existing contents alone.
+        """
         if len(str(self.socket_path)) > MAX_SOCKET_PATH:
             raise ScenarioError(
                 f"workdir {self.workdir}: socket path {self.socket_path} is longer "
                 f"than {MAX_SOCKET_PATH} bytes; choose a shorter workdir"
             )
-        if self.data_dir.exists():
-            raise ScenarioError(
-                f"workdir {self.workdir} already contains a cluster in {self.data_dir}; "
-                "tear the scenario down first or choose an empty workdir"
-            )
-        server = pwd.getpwnam(SERVER_USER)
+        for path in (self.data_dir, self.socket_dir, self.spool_dir, self.bin_dir):
+            if path.exists():
+                raise ScenarioError(
+                    f"workdir {self.workdir} already contains {path.name}/; "
+                    "tear the scenario down first or choose an empty workdir"
+                )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o711)
-        _check_reachable(self.workdir, server)
+        _check_reachable(self.workdir, pwd.getpwnam(SERVER_USER))
 
+    def _make_dirs(self) -> None:
+        server = pwd.getpwnam(SERVER_USER)
         for path in (self.data_dir, self.socket_dir, self.spool_dir):
             path.mkdir(mode=0o700)
             os.chown(path, server.pw_uid, server.pw_gid)
@@ -607,7 +628,9 @@ class PostgresScenario(Scenario):
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 log.warning("postmaster pid %d ignored SIGINT", server.pid)
-        # Also signals what is left of the process group (helpers of COPY).
+        # For a postmaster that ignored SIGINT: SIGTERM, then SIGKILL, to its
+        # process group. Backends have process groups of their own, and a
+        # hanging COPY helper ends at the backend's statement_timeout.
         stop_process(server)
         self._server = None
 
@@ -653,6 +676,7 @@ def _last_error(stderr: str) -> str:
 
 def _check_reachable(path: Path, user: pwd.struct_passwd) -> None:
     """Raise unless ``user`` may traverse ``path`` and each of its parents."""
+    path = path.resolve()
     groups = {user.pw_gid}
     for directory in (path, *path.parents):
         st = directory.stat()

@@ -68,7 +68,14 @@ class BackendSignalled(PostgresFault):
     another process between the listing and the signal is never hit.
     """
 
-    def __init__(self, scenario, name, description, sig, max_signalled=None):
+    def __init__(
+        self,
+        scenario: PostgresScenario,
+        name: str,
+        description: str,
+        sig: signal.Signals,
+        max_signalled: int | None = None,
+    ):
         super().__init__(scenario)
         self.name = name
         self.description = description
@@ -99,17 +106,18 @@ class BackendSignalled(PostgresFault):
     def _watch(self, postmaster: int) -> None:
         seen: set[int] = set()
         while not self._stop.wait(WATCH_INTERVAL_S):
-            if (
-                self.max_signalled is not None
-                and len(self.signalled) >= self.max_signalled
-            ):
-                return
             for pid in self.scenario.client_backends():
+                if self._done():
+                    return
                 if pid in seen:
                     continue
                 seen.add(pid)
                 if signal_child(pid, postmaster, self.signal):
                     self.signalled.append(pid)
+
+    def _done(self) -> bool:
+        limit = self.max_signalled
+        return limit is not None and len(self.signalled) >= limit
 
 
 class TablespaceFull(PostgresFault):
@@ -118,7 +126,7 @@ class TablespaceFull(PostgresFault):
     name = "disk-full"
     description = "the tablespace's file system has no free space"
 
-    def _filler(self):
+    def _filler(self) -> Path:
         return self.scenario.spool_dir / "filler"
 
     def _apply(self) -> None:
@@ -141,7 +149,7 @@ class TablespaceUnreadable(PostgresFault):
     name = "tablespace-permission"
     description = "the server user may not enter the tablespace directory"
 
-    def _target(self):
+    def _target(self) -> Path:
         found = sorted(self.scenario.spool_dir.glob("PG_*"))
         if not found:
             raise ScenarioError(
@@ -160,7 +168,9 @@ class TablespaceUnreadable(PostgresFault):
 class HelperReplaced(PostgresFault):
     """The COPY helper program is replaced by a broken one."""
 
-    def __init__(self, scenario, name, description, script):
+    def __init__(
+        self, scenario: PostgresScenario, name: str, description: str, script: str
+    ):
         super().__init__(scenario)
         self.name = name
         self.description = description
@@ -212,14 +222,14 @@ class ProcessLimit(PostgresFault):
     The limit counts every process of the server user, so a limit of one
     fails every fork whatever else that user runs. prlimit runs as the
     server user: changing another user's limits needs CAP_SYS_RESOURCE,
-    which root lacks in some containers, while a process may always change
-    the limits of a process with its own credentials.
+    which a container can drop even for root, while prlimit(2) lets a
+    process change the limits of one whose user and group IDs equal its own.
     """
 
     name = "process-limit"
     description = "the postmaster's process-count limit (RLIMIT_NPROC) is 1"
 
-    def __init__(self, scenario):
+    def __init__(self, scenario: PostgresScenario):
         super().__init__(scenario)
         self._saved: tuple[int, str] | None = None
 
@@ -273,7 +283,7 @@ exit 1
 # cancel signals the backend's process group, so the sleep ends with it.
 HANGING_HELPER = """\
 #!/bin/sh
-exec sleep 60
+exec sleep 30
 """
 
 
