@@ -17,6 +17,7 @@ from syslrn.errors import SyslrnError
 
 # Modules of syslrn.commands, in the order `syslrn --help` lists them.
 COMMAND_MODULES = (
+    "baseline",
 )
 
 log = logging.getLogger("syslrn")
