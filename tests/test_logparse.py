@@ -173,7 +173,8 @@ def test_invalid_regex_rejected():
         SessionGrouper("app", r"req=(\d+")
 
 
-def test_read_log_lines_skips_blank_and_replaces_bad_bytes(tmp_path):
+def test_read_log_lines_cleans_input(tmp_path):
+    # Blank lines are skipped and invalid UTF-8 bytes replaced.
     path = tmp_path / "app.log"
     path.write_bytes(b"first\n\n  \nsecond \xff line\n")
     lines = read_log_lines(path)

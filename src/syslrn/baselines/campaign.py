@@ -1,4 +1,4 @@
-"""Read the logs side of a campaign directory.
+"""Campaign directories, as log-based detectors read them.
 
 A campaign directory contains:
 

@@ -37,7 +37,7 @@ DEFAULT_TOP_G = 9
 UNKNOWN_RANK = np.iinfo(np.int64).max
 
 # Input symbols: 0 pads the history, 1..K are the training keys and K + 1
-# stands for any key unseen in training.
+# is any key unseen in training.
 _PAD = 0
 
 # Windows per forward pass at inference, to bound memory.
@@ -65,8 +65,8 @@ class DeepLog:
     Parameters
     ----------
     window : int
-        History length h: the number of keys the prediction of the next one
-        sees. The DeepLog paper's default is 10.
+        History length h: the number of preceding keys that the model reads
+        to predict the next one. The DeepLog paper's default is 10.
     top_g : int
         Number g of most probable keys a session's next key must be among.
         The paper's default is 9.
@@ -223,7 +223,8 @@ class DeepLog:
     ) -> list[int | None]:
         """Return the position of each session's first key outside the top g.
 
-        None stands for a normal session. ``top_g`` overrides the parameter.
+        The entry of a normal session is None. ``top_g`` overrides the
+        parameter.
         """
         g = self.top_g if top_g is None else top_g
         positions: list[int | None] = []
@@ -258,8 +259,8 @@ class DeepLog:
                 losses = F.cross_entropy(
                     self.module_(windows[batch]), targets[batch], reduction="none"
                 )
-                # Each distinct window stands for all its repeats, so its loss
-                # counts as many times as it occurred in training.
+                # One row replaces all repeats of a window, so its loss is
+                # weighted by the number of times it occurred in training.
                 loss = (losses * weights[batch]).sum() / weights[batch].sum()
                 optimizer.zero_grad()
                 loss.backward()

@@ -288,7 +288,10 @@ def evaluate_campaign(
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
     config = config or DeepLogConfig()
-    sources = [campaign.source(c) for c in components] if components else campaign.log_sources
+    if components:
+        sources = [campaign.source(c) for c in dict.fromkeys(components)]
+    else:
+        sources = list(campaign.log_sources)
     if any(s.component == COMBINED for s in sources):
         raise CampaignError(
             f"{campaign.directory}: a component is named {COMBINED!r}, which is "
@@ -352,8 +355,8 @@ def _read_sessions(
     for experiment in experiments:
         path = experiment.log_path(source)
         if not path.is_file():
-            # A component that crashed early may leave no log; its sessions
-            # are then simply absent, as DeepLog would see it.
+            # A component that crashed early may leave no log. The experiment
+            # then has no sessions for it, which is also what DeepLog sees.
             log.warning("%s: log of component %s not found", path, source.component)
             missing += 1
             sessions[experiment.id] = []

@@ -16,7 +16,7 @@ from syslrn.errors import LogError
 
 log = logging.getLogger(__name__)
 
-#: What replaces the session identifier inside a message, so that the
+#: Placeholder for the session identifier inside a message, so that the
 #: identifier does not make every session's messages look different.
 ID_PLACEHOLDER = "<ID>"
 

@@ -22,10 +22,10 @@ if TYPE_CHECKING:
         SequenceEvaluation,
     )
 
-# Defaults of the DeepLog paper and of syslrn's folds. They are repeated here
-# because importing the modules that define them loads PyTorch and
-# scikit-learn, which would slow down every syslrn command; a test checks
-# that both copies agree.
+# Defaults of DeepLog and of syslrn's folds. They are repeated here because
+# importing the modules that define them loads PyTorch and scikit-learn,
+# which would slow down every syslrn command. A test checks that both
+# copies agree.
 DEFAULT_WINDOW = 10
 DEFAULT_TOP_G = 9
 DEFAULT_LAYERS = 2
@@ -72,6 +72,7 @@ def register(subparsers) -> None:
                            help="normal test sequences")
     sequences.add_argument("--test-abnormal", required=True, metavar="FILE",
                            help="abnormal test sequences")
+    sequences.add_argument("--json", action="store_true", help="print the results as JSON")
     _add_model_arguments(sequences)
     sequences.set_defaults(func=run_sequences)
 
@@ -102,6 +103,7 @@ def register(subparsers) -> None:
     campaign.add_argument("--no-default-masks", action="store_true",
                           help="apply only the campaign's own masks, not the built-in "
                                "ones for times, ids, addresses and numbers")
+    campaign.add_argument("--json", action="store_true", help="print the results as JSON")
     _add_model_arguments(campaign)
     campaign.set_defaults(func=run_campaign)
 
@@ -114,10 +116,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="number of most probable next keys a key must be among; "
                             "'auto' chooses it on a validation split of the training "
                             "data (default: %(default)s)")
+
     group.add_argument("--layers", type=_positive_int, default=DEFAULT_LAYERS,
                        help="stacked LSTM layers (default: %(default)s)")
     group.add_argument("--hidden", type=_positive_int, default=DEFAULT_HIDDEN,
                        help="units per LSTM layer (default: %(default)s)")
+
     group.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS,
                        help="training epochs (default: %(default)s)")
     group.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
@@ -129,14 +133,13 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default: %(default)s)")
     group.add_argument("--threads", type=_positive_int, default=1,
                        help="PyTorch threads (default: %(default)s)")
+
     group.add_argument("--validation-fraction", type=_open_fraction, default=0.2,
                        help="share of the training data held out to choose g with "
                             "--top-g auto (default: %(default)s)")
     group.add_argument("--max-false-alarm", type=_closed_fraction, default=0.0,
                        help="share of held-out failure-free units that the chosen g "
                             "may flag, with --top-g auto (default: %(default)s)")
-    group.add_argument("--json", action="store_true",
-                       help="print the results as JSON")
 
 
 def _load_evaluation():
@@ -258,7 +261,8 @@ def _print_campaign(result: CampaignEvaluation, configurations: list[str]) -> No
     print("Per fault (failures and failure-free runs counted once per fold that judged them)")
     print(f"{'fault':<24} {'configuration':<16} {'recall':>7} {'failures':>9} "
           f"{'select.':>7} {'normals':>8}")
-    for name, fault, scores in sorted(rows, key=lambda row: (row[1], row[0])):
+    order = {name: i for i, name in enumerate(configurations)}
+    for name, fault, scores in sorted(rows, key=lambda row: (row[1], order[row[0]])):
         print(f"{fault:<24} {name:<16} {_fmt(scores.recall):>7} {scores.failures:>9} "
               f"{_fmt(scores.selectivity):>7} {scores.normals:>8}")
 
