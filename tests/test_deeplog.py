@@ -480,3 +480,20 @@ def test_cli_defaults_match_library():
     assert baseline_command.DEFAULT_FOLD_SEED == folds_module.DEFAULT_SEED
     assert baseline_command.COMBINED == COMBINED
 
+
+
+def test_cli_without_torch_install_hint(tmp_path, monkeypatch, capsys):
+    # PyTorch is installed here, so its absence is simulated: a None entry in
+    # sys.modules makes "import torch" raise ModuleNotFoundError.
+    import sys
+
+    import syslrn.baselines
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for name in ("evaluation", "deeplog"):
+        monkeypatch.delitem(sys.modules, f"syslrn.baselines.{name}")
+        monkeypatch.delattr(syslrn.baselines, name)
+    root = build_campaign(tmp_path / "toy")
+    status = cli.main(["baseline", "deeplog", "campaign", str(root), "--folds", "3"])
+    assert status == 2
+    assert "pip install 'syslrn[deeplog]'" in capsys.readouterr().err
