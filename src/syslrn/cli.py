@@ -19,6 +19,7 @@ from syslrn.errors import SyslrnError
 COMMAND_MODULES = (
     "record",
     "trace",
+    "baseline",
 )
 
 log = logging.getLogger("syslrn")
