@@ -303,19 +303,25 @@ static __always_inline void request(__u32 fd)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct socket_info info = {};
 	struct window_state *s = current_state();
-	struct event e = {};
+	char name[UNIX_PATH_LEN] = {};
 	__u64 now = bpf_ktime_get_boot_ns();
+	__u16 name_len = 0, lport = 0;
+	struct sock *sk;
+	__u8 family;
 	__u32 base, type;
 
 	if (!s || !socket_of_fd(task, fd, &info))
 		return;
-	if (info.family == AF_UNIX)
-		fill_unix_path(&e, info.sk);
-	else
-		e.lport = BPF_CORE_READ(info.sk, __sk_common.skc_num);
-	e.family = info.family == AF_UNIX ? FAMILY_UNIX : FAMILY_INET;
-	if (!matches_trigger(&e, cfg.trigger_kind, cfg.trigger_port, cfg.trigger_path,
-			     cfg.trigger_path_len))
+	sk = info.sk;
+	if (info.family == AF_UNIX) {
+		family = FAMILY_UNIX;
+		name_len = read_unix_path(name, sk);
+	} else {
+		family = FAMILY_INET;
+		lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	}
+	if (!matches_trigger(family, lport, name, name_len, cfg.trigger_kind, cfg.trigger_port,
+			     cfg.trigger_path, cfg.trigger_path_len))
 		return;
 
 	if (!in_window(s, now)) {
