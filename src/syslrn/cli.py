@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "record",
     "trace",
     "campaign",
+    "baseline",
 )
 
 log = logging.getLogger("syslrn")

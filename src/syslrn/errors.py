@@ -25,3 +25,11 @@ class BpfError(SyslrnError):
 
 class ModelError(SyslrnError):
     """A model file is invalid or of another schema version."""
+
+
+class LogError(SyslrnError):
+    """Logs or log-key sequences cannot be turned into sessions for a log detector."""
+
+
+class CampaignError(SyslrnError):
+    """A campaign directory is missing a file or has an invalid index or layout."""

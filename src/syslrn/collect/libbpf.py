@@ -46,11 +46,15 @@ _PRINT_FN = ctypes.CFUNCTYPE(
 _messages: list[str] = []
 
 
+# One libbpf message holds a whole verifier log, whose last lines matter
+# most; a va_list is used once, so the buffer must fit the message.
+_print_buffer = ctypes.create_string_buffer(4 << 20)
+
+
 @_PRINT_FN
 def _print_callback(level: int, fmt: bytes, args: int) -> int:
-    buf = ctypes.create_string_buffer(4096)
-    _libc.vsnprintf(buf, ctypes.sizeof(buf), fmt, ctypes.c_void_p(args))
-    text = buf.value.decode(errors="replace")
+    _libc.vsnprintf(_print_buffer, ctypes.sizeof(_print_buffer), fmt, ctypes.c_void_p(args))
+    text = _print_buffer.value.decode(errors="replace")
     _messages.append(text)
     if len(_messages) > 5000:
         del _messages[:1000]

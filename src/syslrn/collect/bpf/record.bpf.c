@@ -227,8 +227,8 @@ static __always_inline void emit_socket(__u8 kind, __u32 fd, bool in_progress)
 
 	if (kind == EVENT_ACCEPT && cfg.trigger_kind != TRIGGER_NONE) {
 		path_len = cfg.trigger_path_len;
-		if (matches_trigger(e, cfg.trigger_kind, cfg.trigger_port, cfg.trigger_path,
-				    path_len)) {
+		if (matches_trigger(e->family, e->lport, e->str, e->str_len, cfg.trigger_kind,
+				    cfg.trigger_port, cfg.trigger_path, path_len)) {
 			e->flags |= FLAG_REQUEST;
 			count(COUNTER_REQUESTS);
 		}

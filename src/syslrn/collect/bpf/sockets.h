@@ -62,25 +62,32 @@ static __always_inline bool socket_of_fd(struct task_struct *task, __u32 fd,
 	return true;
 }
 
-static __always_inline void fill_unix_path(struct event *e, struct sock *named)
+/* Copy the unix socket name of named into buf; return its length, 0 for an
+ * unnamed socket. A path name's length includes its NUL, an abstract name
+ * has no NUL and starts with one. */
+static __always_inline __u16 read_unix_path(char buf[UNIX_PATH_LEN], struct sock *named)
 {
 	struct unix_address *addr = BPF_CORE_READ((struct unix_sock *)named, addr);
 	int len;
 
 	if (!addr)
-		return;
-	/* addr->len counts sun_family; a path name's length includes its NUL,
-	 * an abstract name has no NUL and starts with one. */
+		return 0;
+	/* addr->len counts sun_family too. */
 	len = BPF_CORE_READ(addr, len) - SUN_PATH_OFFSET;
 	if (len <= 0)
-		return;
+		return 0;
 	if (len > UNIX_PATH_LEN)
 		len = UNIX_PATH_LEN;
-	e->str_len = len;
-	bpf_probe_read_kernel(e->str, UNIX_PATH_LEN,
+	bpf_probe_read_kernel(buf, UNIX_PATH_LEN,
 			      (void *)addr + bpf_core_field_offset(struct unix_address, name) +
 				      SUN_PATH_OFFSET);
-	if (e->str[0] == '\0')
+	return len;
+}
+
+static __always_inline void fill_unix_path(struct event *e, struct sock *named)
+{
+	e->str_len = read_unix_path(e->str, named);
+	if (e->str_len && e->str[0] == '\0')
 		e->flags |= FLAG_ABSTRACT;
 }
 
@@ -124,18 +131,20 @@ static __always_inline void fill_socket(struct event *e, struct socket_info *inf
 	}
 }
 
-/* Whether an accepted end e is on the trigger socket. */
-static __always_inline bool matches_trigger(struct event *e, __u32 kind, __u32 port,
+/* Whether an accepted end is on the trigger socket: for TCP its local port,
+ * for unix its name (path, path_len as the kernel stores them). */
+static __always_inline bool matches_trigger(__u8 family, __u16 lport, const char *name,
+					    __u16 name_len, __u32 kind, __u32 port,
 					    const volatile char *path, __u32 path_len)
 {
 	if (kind == TRIGGER_TCP)
-		return (e->family == FAMILY_INET || e->family == FAMILY_INET6) && e->lport == port;
-	if (kind != TRIGGER_UNIX || e->family != FAMILY_UNIX || e->str_len != path_len)
+		return (family == FAMILY_INET || family == FAMILY_INET6) && lport == port;
+	if (kind != TRIGGER_UNIX || family != FAMILY_UNIX || name_len != path_len)
 		return false;
 	for (int i = 0; i < UNIX_PATH_LEN; i++) {
 		if (i >= path_len)
 			break;
-		if (e->str[i] != path[i])
+		if (name[i] != path[i])
 			return false;
 	}
 	return true;

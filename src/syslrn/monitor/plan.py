@@ -1,0 +1,167 @@
+"""Backtracking: from a model's kept features to the smallest set of probes.
+
+Each bag-of-nodes statistic changes on a known set of kernel events, so the
+probes a model needs follow from which statistics it kept:
+
+- ``count:T`` changes when a process of type T appears (fork), changes type
+  (exec) or leaves (exit): the three process tracepoints.
+- ``degree:T`` adds the edges of type-T processes: spawn edges (fork, and
+  exec, which carries a process's degree to its new type) and connection
+  ends (connect entry and exit, accept and accept4 exit).
+- The request count, which every model regresses on, needs the accept
+  probes, which also recognise the trigger socket.
+
+Only the node types of kept features are loaded into the kernel's filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from syslrn.errors import ModelError
+
+#: The kernel cuts comm, and so the node type it can see, to 15 bytes.
+COMM_MAX = 15
+MAX_NODE_TYPES = 64
+
+#: Program name -> the hook it attaches to, in bpf/monitor.bpf.c.
+HOOKS = {
+    "mon_fork": "tp_btf/sched_process_fork",
+    "mon_exec": "tp_btf/sched_process_exec",
+    "mon_exit": "tp_btf/sched_process_exit",
+    "mon_enter_connect": "tracepoint/syscalls/sys_enter_connect",
+    "mon_exit_connect": "tracepoint/syscalls/sys_exit_connect",
+    "mon_accept4": "tracepoint/syscalls/sys_exit_accept4",
+    "mon_accept": "tracepoint/syscalls/sys_exit_accept",
+}
+
+#: The events each statistic depends on, as the programs that observe them.
+STAT_PROGRAMS = {
+    "count": ("mon_fork", "mon_exec", "mon_exit"),
+    "degree": (
+        "mon_fork", "mon_exec", "mon_exit",
+        "mon_enter_connect", "mon_exit_connect", "mon_accept4", "mon_accept",
+    ),
+}
+REQUEST_PROGRAMS = ("mon_accept4", "mon_accept")
+
+#: Programs in a stable order, for output and loading.
+PROGRAM_ORDER = tuple(HOOKS)
+
+
+@dataclass
+class NodeTypePlan:
+    """One node type filtered in the kernel."""
+
+    name: str
+    comm: str
+    index: int
+    stats: list[str]
+
+
+@dataclass
+class MonitorPlan:
+    """What the tailored monitor loads for one model."""
+
+    node_types: list[NodeTypePlan]
+    programs: list[str]
+    track_degree: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def hooks(self) -> dict[str, str]:
+        return {name: HOOKS[name] for name in self.programs}
+
+    @property
+    def features(self) -> list[str]:
+        return [f"{stat}:{t.name}" for t in self.node_types for stat in t.stats]
+
+    def to_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["hooks"] = self.hooks
+        document["counters"] = [
+            "procs (per-process node type and window degree)",
+            "alive (live processes per node type)",
+            "windows (count and degree per node type, two windows)",
+            "state (window epoch, open time, last request, requests)",
+            "errors (full maps)",
+        ]
+        return document
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> MonitorPlan:
+        return cls(
+            node_types=[NodeTypePlan(**t) for t in document["node_types"]],
+            programs=list(document["programs"]),
+            track_degree=bool(document["track_degree"]),
+            warnings=list(document.get("warnings", [])),
+        )
+
+
+def kept_features(model: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the kept bag-of-nodes features of a model document."""
+    features = [f for f in model.get("features", []) if f.get("kept")]
+    if not features:
+        raise ModelError(
+            "the model keeps no feature, so there is nothing to monitor; "
+            "train on runs with more varied request counts"
+        )
+    return features
+
+
+def make_plan(model: dict[str, Any]) -> MonitorPlan:
+    """Compute the monitor plan of a model document.
+
+    Raises
+    ------
+    ModelError
+        No feature is kept, a kept feature is not bag-of-nodes, or more node
+        types are kept than the kernel filter holds.
+    """
+    stats_by_type: dict[str, set[str]] = {}
+    for feature in kept_features(model):
+        name = feature["name"]
+        stat, sep, node_type = name.partition(":")
+        if not sep or stat not in STAT_PROGRAMS:
+            raise ModelError(
+                f"kept feature {name!r} is not a bag-of-nodes feature "
+                "(count:T or degree:T); the monitor cannot count it in the kernel"
+            )
+        stats_by_type.setdefault(node_type, set()).add(stat)
+    if len(stats_by_type) > MAX_NODE_TYPES:
+        raise ModelError(
+            f"the model keeps {len(stats_by_type)} node types; the monitor "
+            f"filters at most {MAX_NODE_TYPES}"
+        )
+
+    node_types, warnings = [], []
+    seen_comms: dict[str, str] = {}
+    for index, name in enumerate(sorted(stats_by_type), start=1):
+        comm = name[:COMM_MAX]
+        if comm != name:
+            warnings.append(
+                f"node type {name!r} is longer than {COMM_MAX} bytes; the kernel "
+                f"matches it by its prefix {comm!r}"
+            )
+        if comm in seen_comms:
+            raise ModelError(
+                f"node types {seen_comms[comm]!r} and {name!r} share the "
+                f"{COMM_MAX}-byte prefix {comm!r}, which the kernel cannot tell apart"
+            )
+        seen_comms[comm] = name
+        node_types.append(
+            NodeTypePlan(name=name, comm=comm, index=index,
+                         stats=sorted(stats_by_type[name]))
+        )
+
+    needed = set(REQUEST_PROGRAMS)
+    for stats in stats_by_type.values():
+        for stat in stats:
+            needed.update(STAT_PROGRAMS[stat])
+    programs = [name for name in PROGRAM_ORDER if name in needed]
+    track_degree = any("degree" in stats for stats in stats_by_type.values())
+    return MonitorPlan(
+        node_types=node_types, programs=programs, track_degree=track_degree,
+        warnings=warnings,
+    )
