@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from syslrn.errors import SyslrnError
+from syslrn.baselines.campaign import load_campaign
+from syslrn.errors import CampaignError, SyslrnError
 from syslrn.evaluate.campaign import CampaignRunner
 from syslrn.evaluate.dataset import (
     INDEX_COLUMNS,
-    CampaignError,
     append_index,
     read_index,
     write_index,
@@ -274,6 +274,11 @@ def test_campaign_layout(tmp_path):
         else:
             assert row["effective"] == row["failure"]
 
+    # The log-based baselines read the same layout.
+    loaded = load_campaign(directory)
+    assert [e.id for e in loaded.experiments] == [row["id"] for row in rows]
+    assert loaded.source("postgres").masks
+
     # The log slice of a workload contains its own sessions and no check or
     # reset session.
     for row in rows:
@@ -369,6 +374,8 @@ def test_campaign_retries_error_on_resume(tmp_path):
     assert [row["status"] for row in rows] == ["error", "ok"]
     labels = json.loads((directory / "e0001" / "labels.json").read_text())
     assert "recorder failed to start for e0001" in labels["error"]
+    # Readers leave out the experiment that ended with an error.
+    assert [e.id for e in load_campaign(directory).experiments] == ["e0002"]
 
     restarted: list[str] = []
     summary = CampaignRunner(

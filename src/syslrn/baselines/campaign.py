@@ -10,7 +10,8 @@ A campaign directory contains:
   parser, as accepted by :func:`syslrn.baselines.logparse.parse_masks`.
 - ``index.csv``: one row per experiment with at least the columns ``id``,
   ``phase``, ``requests``, ``fault``, ``failure`` (true or false) and
-  ``trace``.
+  ``trace``. Rows whose optional ``status`` column is not ``ok`` are
+  skipped.
 - ``<id>/``: one directory per experiment, holding its logs and
   ``labels.json``.
 
@@ -197,6 +198,12 @@ def _read_index(path: Path) -> list[Experiment]:
         experiment_id = (row["id"] or "").strip()
         if not experiment_id:
             raise CampaignError(f"{path}:{line}: empty experiment id")
+        # An experiment that ended with an error has no results to judge,
+        # and the campaign runner redoes it when the campaign is run again.
+        status = (row.get("status") or "ok").strip()
+        if status != "ok":
+            log.info("%s:%d: skipped %s, status %s", path, line, experiment_id, status)
+            continue
         if experiment_id in seen:
             raise CampaignError(f"{path}:{line}: experiment id {experiment_id!r} listed twice")
         seen.add(experiment_id)

@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from syslrn.errors import CampaignError
 from syslrn.evaluate.campaign import CampaignRunner
-from syslrn.evaluate.dataset import CAMPAIGN_FILE, CampaignError, read_campaign
+from syslrn.evaluate.dataset import CAMPAIGN_FILE, read_campaign
 from syslrn.evaluate.plan import (
     DEFAULT_FAULT_RATIO,
     DEFAULT_IDLE_RUNS,

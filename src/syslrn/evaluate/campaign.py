@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from syslrn import __version__
-from syslrn.errors import SyslrnError
+from syslrn.errors import CampaignError, SyslrnError
 from syslrn.evaluate.dataset import (
     CAMPAIGN_FILE,
     FILE_MODE,
@@ -41,7 +41,6 @@ from syslrn.evaluate.dataset import (
     STATUS_ERROR,
     STATUS_OK,
     TRACE_FILE,
-    CampaignError,
     append_index,
     format_value,
     index_row,
@@ -218,8 +217,9 @@ class CampaignRunner:
                     "component": source.component,
                     "file": f"{LOGS_DIR}/{source.component}.log",
                     "session_regex": source.session_regex,
+                    # drain3's form of a masking instruction.
                     "masks": [
-                        {"pattern": pattern, "mask_with": name}
+                        {"regex_pattern": pattern, "mask_with": name}
                         for pattern, name in source.masks
                     ],
                 }

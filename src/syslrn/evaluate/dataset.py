@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from syslrn.errors import SyslrnError
+from syslrn.errors import CampaignError
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ INDEX_COLUMNS = (
 #: when the campaign is run again.
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
-
-
-class CampaignError(SyslrnError):
-    """A campaign directory is invalid, or a campaign cannot run as asked."""
 
 
 def make_private_dir(path: Path) -> Path:

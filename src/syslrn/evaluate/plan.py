@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from syslrn.evaluate.dataset import NO_FAULT, CampaignError
+from syslrn.errors import CampaignError
+from syslrn.evaluate.dataset import NO_FAULT
 
 DEFAULT_SIZES = (1, 2, 4, 8)
 DEFAULT_FAULT_RATIO = 0.5
