@@ -1,10 +1,11 @@
 """Faults of the PostgreSQL scenario.
 
 Each fault acts only on the scenario's own cluster, files and mount, and
-makes the sessions of a workload fail in its own way: a backend terminated
-or killed while it serves a session, a full or unreadable tablespace, a
-COPY helper that fails or hangs, an authentication or connection-limit
-misconfiguration, and a process-count limit on the postmaster.
+makes the sessions of a workload fail in its own way. The catalogue has a
+backend terminated or killed while it serves a session, a full or
+unreadable tablespace, a COPY helper that fails or hangs, an
+authentication or connection-limit misconfiguration, and a process-count
+limit on the postmaster.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ WATCH_INTERVAL_S = 0.005
 
 
 class PostgresFault(Fault):
-    """A fault of :class:`PostgresScenario`; reverting an unapplied one is a no-op."""
+    """A fault of :class:`PostgresScenario`. Reverting an unapplied one does nothing."""
 
     def __init__(self, scenario: PostgresScenario):
         self.scenario = scenario
@@ -184,7 +185,7 @@ class HelperReplaced(PostgresFault):
 
 
 class PasswordRequired(PostgresFault):
-    """pg_hba.conf asks the workload role for a password that it has not got."""
+    """pg_hba.conf requires a password that the workload role does not have."""
 
     name = "auth-misconfigured"
     description = "pg_hba.conf requires a password the clients do not have"

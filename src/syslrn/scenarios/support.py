@@ -194,8 +194,9 @@ def child_pids(pid: int) -> list[int]:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
         return []
-    # NOTE: this file lists the children of the main thread only, which are
-    # all of them for the single-threaded servers that scenarios run.
+    # NOTE: this file lists the children of the main thread only. That is
+    # all of them for a single-threaded server such as PostgreSQL 15's
+    # postmaster, not for a server that forks from other threads.
     return [int(word) for word in text.split()]
 
 
