@@ -61,3 +61,35 @@ def parse_trigger(text: str) -> Trigger:
     raise SyslrnError(
         f"invalid trigger {text!r}: unknown family {family!r}; use tcp:PORT or unix:PATH"
     )
+
+
+# /proc/net/unix flags bit of a listening socket (__SO_ACCEPTCON).
+_SO_ACCEPTCON = 0x10000
+_TCP_LISTEN = "0A"
+
+
+def is_listening(trigger: Trigger) -> bool:
+    """Return whether some socket of this network namespace listens on the
+    trigger, as /proc/net shows it."""
+    if trigger.kind == TRIGGER_TCP:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = open(table).read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                if port == trigger.port and fields[3] == _TCP_LISTEN:
+                    return True
+        return False
+    try:
+        lines = open("/proc/net/unix").read().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == trigger.path:
+            if int(fields[3], 16) & _SO_ACCEPTCON:
+                return True
+    return False

@@ -106,7 +106,7 @@ static __always_inline struct window_state *current_state(void)
 /* Whether now falls in the open window. */
 static __always_inline bool in_window(struct window_state *s, __u64 now)
 {
-	return s->epoch && now - s->last_request_ns <= cfg.quiet_ns;
+	return s->epoch && now - s->current.last_request_ns <= cfg.quiet_ns;
 }
 
 static __always_inline struct node_features *features_of(struct window_state *s, __u32 type)
@@ -327,6 +327,7 @@ static __always_inline void request(__u32 fd)
 	if (!in_window(s, now)) {
 		/* Open the next window: its counts start from the live processes. */
 		base = ((s->epoch + 1) & 1) * (MAX_NODE_TYPES + 1);
+#pragma clang loop unroll(disable)
 		for (type = 1; type <= MAX_NODE_TYPES; type++) {
 			__u32 index = base + type;
 			struct node_features *f;
@@ -341,12 +342,13 @@ static __always_inline void request(__u32 fd)
 			f->count = *live;
 			f->degree = 0;
 		}
-		s->open_ns = now;
-		s->requests = 0;
+		s->previous = s->current;
+		s->current.open_ns = now;
+		s->current.requests = 0;
 		s->epoch += 1;
 	}
-	s->last_request_ns = now;
-	__sync_fetch_and_add(&s->requests, 1);
+	s->current.last_request_ns = now;
+	__sync_fetch_and_add(&s->current.requests, 1);
 	__sync_fetch_and_add(&s->total_requests, 1);
 }
 
