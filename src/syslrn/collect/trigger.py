@@ -4,6 +4,7 @@ counted as requests, given as ``tcp:PORT`` or ``unix:PATH``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from syslrn.errors import SyslrnError
 
@@ -74,7 +75,7 @@ def is_listening(trigger: Trigger) -> bool:
     if trigger.kind == TRIGGER_TCP:
         for table in ("/proc/net/tcp", "/proc/net/tcp6"):
             try:
-                lines = open(table).read().splitlines()[1:]
+                lines = Path(table).read_text().splitlines()[1:]
             except OSError:
                 continue
             for line in lines:
@@ -84,12 +85,15 @@ def is_listening(trigger: Trigger) -> bool:
                     return True
         return False
     try:
-        lines = open("/proc/net/unix").read().splitlines()[1:]
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
     except OSError:
         return False
     for line in lines:
         fields = line.split()
-        if len(fields) >= 8 and fields[7] == trigger.path:
-            if int(fields[3], 16) & _SO_ACCEPTCON:
-                return True
+        if (
+            len(fields) >= 8
+            and fields[7] == trigger.path
+            and int(fields[3], 16) & _SO_ACCEPTCON
+        ):
+            return True
     return False

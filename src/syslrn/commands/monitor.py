@@ -66,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     trigger = parse_trigger(args.trigger)
-    alerts = open(args.alerts, "a") if args.alerts else sys.stdout
+    # Closed in the finally below; the stream outlives any with-block here.
+    alerts = open(args.alerts, "a") if args.alerts else sys.stdout  # noqa: SIM115
     writer = AlertWriter(alerts, sys.stderr, all_windows=args.all_windows)
     metrics = MonitorMetrics() if args.metrics else None
     monitor = Monitor(model, trigger, quiet_s=args.quiet)
