@@ -54,8 +54,7 @@ class WindowState(ctypes.Structure):
     """``struct window_state`` of bpf/monitor.h."""
 
     _fields_ = [
-        ("epoch", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("epoch", ctypes.c_uint64),
         ("current", WindowMeta),
         ("previous", WindowMeta),
         ("total_requests", ctypes.c_uint64),

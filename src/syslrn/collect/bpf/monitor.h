@@ -44,8 +44,7 @@ struct window_meta {
 /* The current window, and the previous one kept whole when the next opens,
  * so user space never loses a window it polled too late for. */
 struct window_state {
-	__u32 epoch;
-	__u32 pad;
+	__u64 epoch;
 	struct window_meta current;
 	struct window_meta previous;
 	__u64 total_requests;
