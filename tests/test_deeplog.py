@@ -41,8 +41,16 @@ GRAMMAR = {
 }
 
 # Small enough to train in about a second on one thread.
-TINY = {"window": 4, "n_layers": 1, "hidden_size": 32, "epochs": 40,
-        "batch_size": 32, "learning_rate": 0.02, "seed": 0, "n_threads": 1}
+TINY = {
+    "window": 4,
+    "n_layers": 1,
+    "hidden_size": 32,
+    "epochs": 40,
+    "batch_size": 32,
+    "learning_rate": 0.02,
+    "seed": 0,
+    "n_threads": 1,
+}
 
 
 def sample_sessions(n: int, seed: int, max_length: int = 12) -> list[list[str]]:
@@ -176,7 +184,9 @@ def test_validation_split_needs_two_units():
 def test_evaluate_sequences_auto_g():
     config = DeepLogConfig(top_g=None, model_params=TINY)
     abnormal = [["A", "C", "E"], ["B"], ["A", "B", "A", "A"]]
-    result = evaluate_sequences(sample_sessions(200, 6), sample_sessions(100, 7), abnormal, config)
+    result = evaluate_sequences(
+        sample_sessions(200, 6), sample_sessions(100, 7), abnormal, config
+    )
     assert result.top_g == 2
     assert result.scores.recall == 1.0
     assert result.scores.selectivity == 1.0
@@ -199,11 +209,17 @@ def _app_log(experiment: int, fault: str) -> str:
     for request in range(6):
         rid = experiment * 100 + request
         ts = f"2024-05-01 10:{experiment:02d}:{request:02d}.{request * 37:03d}"
-        lines.append(f"{ts} app[{4000 + experiment}]: req={rid} accepted from 127.0.0.1:{40000 + rid}")
+        lines.append(
+            f"{ts} app[{4000 + experiment}]: req={rid} accepted from 127.0.0.1:{40000 + rid}"
+        )
         if fault == "disk_full" and request == 3:
-            lines.append(f"{ts} app[{4000 + experiment}]: req={rid} write failed: No space left on device")
+            lines.append(
+                f"{ts} app[{4000 + experiment}]: req={rid} write failed: No space left on device"
+            )
         else:
-            lines.append(f"{ts} app[{4000 + experiment}]: req={rid} query took {request * 3 + 1} ms")
+            lines.append(
+                f"{ts} app[{4000 + experiment}]: req={rid} query took {request * 3 + 1} ms"
+            )
         lines.append(f"{ts} app[{4000 + experiment}]: req={rid} done status=200")
         lines.append(f"{ts} app[{4000 + experiment}]: heartbeat")
     return "\n".join(lines) + "\n"
@@ -240,20 +256,29 @@ EXPERIMENTS = [
 ]
 
 
-def build_campaign(root, experiments=EXPERIMENTS, app_log=_app_log, db_log=_db_log,
-                   sources=None):
+def build_campaign(
+    root, experiments=EXPERIMENTS, app_log=_app_log, db_log=_db_log, sources=None
+):
     root.mkdir(parents=True, exist_ok=True)
     if sources is None:
         sources = [
             {"component": "app", "file": "logs/app.log", "session_regex": APP_REGEX},
-            {"component": "db", "file": "logs/db.log", "session_regex": DB_REGEX,
-             "masks": [{"regex_pattern": r"(?<=user=)\w+", "mask_with": "USER"}]},
+            {
+                "component": "db",
+                "file": "logs/db.log",
+                "session_regex": DB_REGEX,
+                "masks": [{"regex_pattern": r"(?<=user=)\w+", "mask_with": "USER"}],
+            },
         ]
-    (root / "campaign.json").write_text(json.dumps({"scenario": "toy", "log_sources": sources}))
+    (root / "campaign.json").write_text(
+        json.dumps({"scenario": "toy", "log_sources": sources})
+    )
     rows = ["id,phase,requests,fault,failure,trace"]
     for experiment_id, phase, fault, failure in experiments:
         number = int(experiment_id[1:])
-        rows.append(f"{experiment_id},{phase},6,{fault},{str(failure).lower()},trace.parquet")
+        rows.append(
+            f"{experiment_id},{phase},6,{fault},{str(failure).lower()},trace.parquet"
+        )
         logs = root / experiment_id / "logs"
         logs.mkdir(parents=True)
         (logs / "app.log").write_text(app_log(number, fault))
@@ -273,7 +298,9 @@ def campaign_result(tmp_path_factory):
 
 
 def test_campaign_folds_match_make_folds(campaign_result):
-    workload = sorted((e for e in EXPERIMENTS if e[1] == "workload"), key=lambda e: e[0])
+    workload = sorted(
+        (e for e in EXPERIMENTS if e[1] == "workload"), key=lambda e: e[0]
+    )
     ids = [e[0] for e in workload]
     expected = make_folds([e[3] for e in workload], n_folds=3, seed=0)
 
@@ -337,7 +364,9 @@ def test_campaign_unknown_component(tmp_path):
 
 
 def test_campaign_regex_matching_nothing(tmp_path):
-    sources = [{"component": "app", "file": "logs/app.log", "session_regex": r"\bqid=(\w+)"}]
+    sources = [
+        {"component": "app", "file": "logs/app.log", "session_regex": r"\bqid=(\w+)"}
+    ]
     root = build_campaign(tmp_path / "toy", sources=sources)
     with pytest.raises(LogError) as caught:
         evaluate_campaign(root, n_folds=3, config=CAMPAIGN_CONFIG)
@@ -388,7 +417,9 @@ def test_campaign_index_missing_column(tmp_path):
 
 def test_campaign_invalid_failure_value(tmp_path):
     root = build_campaign(tmp_path / "toy")
-    text = (root / "index.csv").read_text().replace("disk_full,true", "disk_full,maybe", 1)
+    text = (
+        (root / "index.csv").read_text().replace("disk_full,true", "disk_full,maybe", 1)
+    )
     (root / "index.csv").write_text(text)
     with pytest.raises(CampaignError, match="failure='maybe' is invalid"):
         load_campaign(root)
@@ -410,14 +441,39 @@ def test_campaign_source_without_regex(tmp_path):
 
 # Command line ---------------------------------------------------------------
 
-TINY_ARGS = ["--window", "4", "--layers", "1", "--hidden", "32", "--epochs", "30",
-             "--batch-size", "32", "--learning-rate", "0.02"]
+TINY_ARGS = [
+    "--window",
+    "4",
+    "--layers",
+    "1",
+    "--hidden",
+    "32",
+    "--epochs",
+    "30",
+    "--batch-size",
+    "32",
+    "--learning-rate",
+    "0.02",
+]
 
 
 def test_cli_campaign_json(tmp_path, capsys):
     root = build_campaign(tmp_path / "toy")
-    status = cli.main(["baseline", "deeplog", "campaign", str(root), "--folds", "3",
-                       "--combined", "--top-g", "1", "--json", *TINY_ARGS])
+    status = cli.main(
+        [
+            "baseline",
+            "deeplog",
+            "campaign",
+            str(root),
+            "--folds",
+            "3",
+            "--combined",
+            "--top-g",
+            "1",
+            "--json",
+            *TINY_ARGS,
+        ]
+    )
     assert status == 0
     document = json.loads(capsys.readouterr().out)
     assert document["reported"] == ["app", "db", COMBINED]
@@ -428,8 +484,21 @@ def test_cli_campaign_json(tmp_path, capsys):
 
 def test_cli_campaign_table(tmp_path, capsys):
     root = build_campaign(tmp_path / "toy")
-    status = cli.main(["baseline", "deeplog", "campaign", str(root), "--folds", "3",
-                       "--components", "app", "--top-g", "1", *TINY_ARGS])
+    status = cli.main(
+        [
+            "baseline",
+            "deeplog",
+            "campaign",
+            str(root),
+            "--folds",
+            "3",
+            "--components",
+            "app",
+            "--top-g",
+            "1",
+            *TINY_ARGS,
+        ]
+    )
     assert status == 0
     out = capsys.readouterr().out
     assert "recall" in out
@@ -440,16 +509,28 @@ def test_cli_campaign_table(tmp_path, capsys):
 def test_cli_sequences(tmp_path, capsys):
     def write(name, sessions):
         path = tmp_path / name
-        path.write_text("".join(f"s{i},{' '.join(keys)}\n" for i, keys in enumerate(sessions)))
+        path.write_text(
+            "".join(f"s{i},{' '.join(keys)}\n" for i, keys in enumerate(sessions))
+        )
         return str(path)
 
-    status = cli.main([
-        "baseline", "deeplog", "sequences",
-        "--train", write("train", sample_sessions(200, 8)),
-        "--test-normal", write("normal", sample_sessions(50, 9)),
-        "--test-abnormal", write("abnormal", [["B"], ["A", "Q", "E"]]),
-        "--top-g", "2", "--json", *TINY_ARGS,
-    ])
+    status = cli.main(
+        [
+            "baseline",
+            "deeplog",
+            "sequences",
+            "--train",
+            write("train", sample_sessions(200, 8)),
+            "--test-normal",
+            write("normal", sample_sessions(50, 9)),
+            "--test-abnormal",
+            write("abnormal", [["B"], ["A", "Q", "E"]]),
+            "--top-g",
+            "2",
+            "--json",
+            *TINY_ARGS,
+        ]
+    )
     assert status == 0
     document = json.loads(capsys.readouterr().out)
     assert document["scores"]["recall"] == 1.0
@@ -458,7 +539,9 @@ def test_cli_sequences(tmp_path, capsys):
 
 
 def test_cli_bad_regex_one_line_error(tmp_path, capsys):
-    sources = [{"component": "app", "file": "logs/app.log", "session_regex": r"\bqid=(\w+)"}]
+    sources = [
+        {"component": "app", "file": "logs/app.log", "session_regex": r"\bqid=(\w+)"}
+    ]
     root = build_campaign(tmp_path / "toy", sources=sources)
     status = cli.main(["baseline", "deeplog", "campaign", str(root), "--folds", "3"])
     assert status == 2
@@ -479,7 +562,6 @@ def test_cli_defaults_match_library():
     assert baseline_command.DEFAULT_FOLDS == folds_module.DEFAULT_FOLDS
     assert baseline_command.DEFAULT_FOLD_SEED == folds_module.DEFAULT_SEED
     assert baseline_command.COMBINED == COMBINED
-
 
 
 def test_cli_without_torch_install_hint(tmp_path, monkeypatch, capsys):

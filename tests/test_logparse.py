@@ -79,12 +79,16 @@ def test_same_template_for_variable_parts():
 def test_unseen_message_is_unknown_and_learns_nothing():
     parser = LogKeyParser().fit(["session opened for user root", "session closed"])
     before = dict(parser.templates_)
-    keys = parser.transform(["kernel: Out of memory: killed process 4242", "session closed"])
+    keys = parser.transform(
+        ["kernel: Out of memory: killed process 4242", "session closed"]
+    )
     assert keys[0] == UNKNOWN_KEY
     assert keys[1] != UNKNOWN_KEY
     # Matching the unseen message a second time must not find a template
     # that the first transform created.
-    assert parser.transform(["kernel: Out of memory: killed process 4242"]) == [UNKNOWN_KEY]
+    assert parser.transform(["kernel: Out of memory: killed process 4242"]) == [
+        UNKNOWN_KEY
+    ]
     assert parser.templates_ == before
 
 
@@ -111,7 +115,9 @@ def test_transform_before_fit_raises():
 
 
 def test_parse_masks_forms():
-    masks = parse_masks([r"\bq\d+\b", {"regex_pattern": r"user=\w+", "mask_with": "USER"}])
+    masks = parse_masks(
+        [r"\bq\d+\b", {"regex_pattern": r"user=\w+", "mask_with": "USER"}]
+    )
     assert masks == [Mask(r"\bq\d+\b", "*"), Mask(r"user=\w+", "USER")]
 
 

@@ -151,8 +151,11 @@ def _read_campaign_file(path: Path) -> tuple[str, list[ComponentLog]]:
 
     sources = []
     for number, entry in enumerate(entries):
-        missing = [k for k in ("component", "file", "session_regex")
-                   if not isinstance(entry, dict) or not entry.get(k)]
+        missing = [
+            k
+            for k in ("component", "file", "session_regex")
+            if not isinstance(entry, dict) or not entry.get(k)
+        ]
         if missing:
             raise CampaignError(
                 f"{path}: log_sources[{number}] is missing {', '.join(missing)}"
@@ -175,7 +178,9 @@ def _read_campaign_file(path: Path) -> tuple[str, list[ComponentLog]]:
     names = [s.component for s in sources]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise CampaignError(f"{path}: component(s) listed twice: {', '.join(duplicates)}")
+        raise CampaignError(
+            f"{path}: component(s) listed twice: {', '.join(duplicates)}"
+        )
     return str(document.get("scenario", "")), sources
 
 
@@ -186,7 +191,9 @@ def _read_index(path: Path) -> list[Experiment]:
             columns = reader.fieldnames or []
             rows = list(reader)
     except FileNotFoundError:
-        raise CampaignError(f"{path}: not found; a campaign directory needs {INDEX_FILE}") from None
+        raise CampaignError(
+            f"{path}: not found; a campaign directory needs {INDEX_FILE}"
+        ) from None
 
     missing = [c for c in INDEX_COLUMNS if c not in columns]
     if missing:
@@ -205,7 +212,9 @@ def _read_index(path: Path) -> list[Experiment]:
             log.info("%s:%d: skipped %s, status %s", path, line, experiment_id, status)
             continue
         if experiment_id in seen:
-            raise CampaignError(f"{path}:{line}: experiment id {experiment_id!r} listed twice")
+            raise CampaignError(
+                f"{path}:{line}: experiment id {experiment_id!r} listed twice"
+            )
         seen.add(experiment_id)
         experiments.append(
             Experiment(

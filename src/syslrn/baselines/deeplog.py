@@ -155,11 +155,16 @@ class DeepLog:
 
         torch.set_num_threads(self.n_threads)
         torch.manual_seed(self.seed)
-        self.module_ = _NextKeyLSTM(len(keys) + 2, len(keys), self.hidden_size, self.n_layers)
+        self.module_ = _NextKeyLSTM(
+            len(keys) + 2, len(keys), self.hidden_size, self.n_layers
+        )
         self.loss_ = self._train(counts)
         log.info(
             "DeepLog trained on %d windows (%d distinct) over %d keys, final loss %.4f",
-            self.n_windows_, self.n_distinct_windows_, len(keys), self.loss_,
+            self.n_windows_,
+            self.n_distinct_windows_,
+            len(keys),
+            self.loss_,
         )
         return self
 
@@ -193,7 +198,9 @@ class DeepLog:
                     seq_ranks[position] = UNKNOWN_RANK
                     continue
                 scores = logits[row[history]]
-                seq_ranks[position] = 1 + int(np.count_nonzero(scores > scores[target - 1]))
+                seq_ranks[position] = 1 + int(
+                    np.count_nonzero(scores > scores[target - 1])
+                )
             ranks.append(seq_ranks)
         return ranks
 
@@ -239,7 +246,7 @@ class DeepLog:
         indices = [self._index.get(key, unknown) for key in seq]
         padded = [_PAD] * self.window + indices
         for position, target in enumerate(indices):
-            yield tuple(padded[position:position + self.window]), target
+            yield tuple(padded[position : position + self.window]), target
 
     def _train(self, counts: Counter[tuple[int, ...]]) -> float:
         rows = torch.tensor(list(counts.keys()), dtype=torch.long)
@@ -255,7 +262,7 @@ class DeepLog:
             loss_sum = 0.0
             order = torch.randperm(len(rows), generator=generator)
             for start in range(0, len(rows), self.batch_size):
-                batch = order[start:start + self.batch_size]
+                batch = order[start : start + self.batch_size]
                 losses = F.cross_entropy(
                     self.module_(windows[batch]), targets[batch], reduction="none"
                 )
@@ -277,24 +284,37 @@ class DeepLog:
         parts = []
         with torch.no_grad():
             for start in range(0, len(windows), _INFERENCE_BATCH):
-                parts.append(self.module_(windows[start:start + _INFERENCE_BATCH]).numpy())
+                parts.append(
+                    self.module_(windows[start : start + _INFERENCE_BATCH]).numpy()
+                )
         return np.concatenate(parts)
 
     def _validate_parameters(self) -> None:
-        for name in ("window", "top_g", "n_layers", "hidden_size", "epochs",
-                     "batch_size", "n_threads"):
+        for name in (
+            "window",
+            "top_g",
+            "n_layers",
+            "hidden_size",
+            "epochs",
+            "batch_size",
+            "n_threads",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}: expected a positive integer")
         if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate={self.learning_rate!r}: expected a positive number")
+            raise ValueError(
+                f"learning_rate={self.learning_rate!r}: expected a positive number"
+            )
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "module_"):
             raise RuntimeError("DeepLog used before fit")
 
 
-def select_top_g(max_ranks: Sequence[int], n_keys: int, max_false_alarm: float = 0.0) -> int:
+def select_top_g(
+    max_ranks: Sequence[int], n_keys: int, max_false_alarm: float = 0.0
+) -> int:
     """Choose g on validation data: the smallest g with few false alarms.
 
     Parameters

@@ -93,7 +93,11 @@ class SequenceEvaluation:
 
     @property
     def sessions_per_second(self) -> float:
-        return self.test_sessions / self.inference_seconds if self.inference_seconds else 0.0
+        return (
+            self.test_sessions / self.inference_seconds
+            if self.inference_seconds
+            else 0.0
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -130,14 +134,20 @@ def evaluate_sequences(
     """
     config = config or DeepLogConfig()
     if not train:
-        raise LogError("empty training set: no training session; give normal sessions to train on")
+        raise LogError(
+            "empty training set: no training session; give normal sessions to train on"
+        )
 
     started = time.perf_counter()
     top_g = config.top_g
     if top_g is None:
-        fit, held_out = validation_split(len(train), config.validation_fraction, config.seed)
+        fit, held_out = validation_split(
+            len(train), config.validation_fraction, config.seed
+        )
         probe = config.new_model(1).fit([train[i] for i in fit])
-        max_ranks = [int(r.max()) for r in probe.key_ranks([train[i] for i in held_out])]
+        max_ranks = [
+            int(r.max()) for r in probe.key_ranks([train[i] for i in held_out])
+        ]
         top_g = select_top_g(max_ranks, len(probe.keys_), config.max_false_alarm)
         log.info("chose g=%d on %d validation sessions", top_g, len(held_out))
     model = config.new_model(top_g).fit(train)
@@ -317,16 +327,28 @@ def evaluate_campaign(
     for fold in folds:
         train_ids = [experiments[i].id for i in fold.train]
         test_ids = [experiments[i].id for i in fold.test]
-        log.info("fold %d/%d: %d training and %d test experiments",
-                 fold.index + 1, len(folds), len(train_ids), len(test_ids))
+        log.info(
+            "fold %d/%d: %d training and %d test experiments",
+            fold.index + 1,
+            len(folds),
+            len(train_ids),
+            len(test_ids),
+        )
         result = FoldVerdicts(
-            index=fold.index, train=tuple(train_ids), test=tuple(test_ids),
-            top_g={}, n_keys={}, verdicts={}, evidence={},
+            index=fold.index,
+            train=tuple(train_ids),
+            test=tuple(test_ids),
+            top_g={},
+            n_keys={},
+            verdicts={},
+            evidence={},
         )
         for source in sources:
             _judge_fold(source, sessions[source.component], result, config)
         result.verdicts[COMBINED] = {
-            experiment_id: any(result.verdicts[s.component][experiment_id] for s in sources)
+            experiment_id: any(
+                result.verdicts[s.component][experiment_id] for s in sources
+            )
             for experiment_id in test_ids
         }
         results.append(result)
@@ -392,8 +414,12 @@ def _judge_fold(
     """Train on the fold's training experiments and judge its test experiments."""
     top_g = config.top_g
     if top_g is None:
-        top_g = _choose_top_g(source, sessions, list(result.train), result.index, config)
-    parser, model = _fit(source, sessions, list(result.train), result.index, config, top_g)
+        top_g = _choose_top_g(
+            source, sessions, list(result.train), result.index, config
+        )
+    parser, model = _fit(
+        source, sessions, list(result.train), result.index, config, top_g
+    )
 
     flat = [
         (experiment_id, session_id, parser.transform(messages, masked=True))
@@ -404,7 +430,9 @@ def _judge_fold(
 
     verdicts = dict.fromkeys(result.test, False)
     evidence: dict[str, dict] = {}
-    for (experiment_id, session_id, keys), session_ranks in zip(flat, ranks, strict=True):
+    for (experiment_id, session_id, keys), session_ranks in zip(
+        flat, ranks, strict=True
+    ):
         outside = np.flatnonzero(session_ranks > top_g)
         if not len(outside) or verdicts[experiment_id]:
             continue
@@ -454,16 +482,28 @@ def _choose_top_g(
     config: DeepLogConfig,
 ) -> int:
     """Choose g on a validation split of the fold's training experiments."""
-    fit, held_out = validation_split(len(train_ids), config.validation_fraction, config.seed)
-    parser, model = _fit(source, sessions, [train_ids[i] for i in fit], fold_index, config, 1)
+    fit, held_out = validation_split(
+        len(train_ids), config.validation_fraction, config.seed
+    )
+    parser, model = _fit(
+        source, sessions, [train_ids[i] for i in fit], fold_index, config, 1
+    )
 
     # An experiment without sessions has nothing to flag: rank 0 passes any g.
     max_ranks = []
     for i in held_out:
-        keys = [parser.transform(messages, masked=True) for _, messages in sessions[train_ids[i]]]
+        keys = [
+            parser.transform(messages, masked=True)
+            for _, messages in sessions[train_ids[i]]
+        ]
         ranks = model.key_ranks(keys)
         max_ranks.append(max((int(r.max()) for r in ranks), default=0))
     top_g = select_top_g(max_ranks, len(model.keys_), config.max_false_alarm)
-    log.info("fold %d, component %s: chose g=%d on %d validation experiments",
-             fold_index, source.component, top_g, len(held_out))
+    log.info(
+        "fold %d, component %s: chose g=%d on %d validation experiments",
+        fold_index,
+        source.component,
+        top_g,
+        len(held_out),
+    )
     return top_g

@@ -88,7 +88,9 @@ def parse_masks(specs: Iterable[str | Mapping[str, str]]) -> list[Mask]:
         if isinstance(spec, str):
             masks.append(Mask(spec))
         elif isinstance(spec, Mapping) and "regex_pattern" in spec:
-            masks.append(Mask(str(spec["regex_pattern"]), str(spec.get("mask_with", "*"))))
+            masks.append(
+                Mask(str(spec["regex_pattern"]), str(spec.get("mask_with", "*")))
+            )
         else:
             raise ValueError(
                 f"invalid mask {spec!r}: expected a regular expression or "
@@ -181,8 +183,11 @@ class LogKeyParser:
             _key(cluster.cluster_id): cluster.get_template()
             for cluster in miner.drain.clusters
         }
-        log.debug("mined %d templates from %d distinct messages",
-                  len(self.templates_), len(distinct))
+        log.debug(
+            "mined %d templates from %d distinct messages",
+            len(self.templates_),
+            len(distinct),
+        )
         return self
 
     def transform(self, messages: Iterable[str], *, masked: bool = False) -> list[str]:

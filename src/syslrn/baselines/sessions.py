@@ -133,8 +133,9 @@ def read_key_sequences(path: str | Path) -> list[tuple[str, list[str]]]:
     except FileNotFoundError:
         raise LogError(f"{path}: key-sequence file not found") from None
     except UnicodeDecodeError as exc:
-        raise LogError(f"{path}: not UTF-8 text ({exc.reason}); "
-                       "expected lines of 'id,key key ...'") from None
+        raise LogError(
+            f"{path}: not UTF-8 text ({exc.reason}); expected lines of 'id,key key ...'"
+        ) from None
 
     sequences = []
     for number, line in enumerate(text.splitlines(), start=1):

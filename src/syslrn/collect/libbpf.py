@@ -53,7 +53,9 @@ _print_buffer = ctypes.create_string_buffer(4 << 20)
 
 @_PRINT_FN
 def _print_callback(level: int, fmt: bytes, args: int) -> int:
-    _libc.vsnprintf(_print_buffer, ctypes.sizeof(_print_buffer), fmt, ctypes.c_void_p(args))
+    _libc.vsnprintf(
+        _print_buffer, ctypes.sizeof(_print_buffer), fmt, ctypes.c_void_p(args)
+    )
     text = _print_buffer.value.decode(errors="replace")
     _messages.append(text)
     if len(_messages) > 5000:

@@ -4,6 +4,7 @@ counted as requests, given as ``tcp:PORT`` or ``unix:PATH``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from syslrn.errors import SyslrnError
 
@@ -61,3 +62,38 @@ def parse_trigger(text: str) -> Trigger:
     raise SyslrnError(
         f"invalid trigger {text!r}: unknown family {family!r}; use tcp:PORT or unix:PATH"
     )
+
+
+# /proc/net/unix flags bit of a listening socket (__SO_ACCEPTCON).
+_SO_ACCEPTCON = 0x10000
+_TCP_LISTEN = "0A"
+
+
+def is_listening(trigger: Trigger) -> bool:
+    """Return whether some socket of this network namespace listens on the
+    trigger, as /proc/net shows it."""
+    if trigger.kind == TRIGGER_TCP:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                port = int(fields[1].rsplit(":", 1)[1], 16)
+                if port == trigger.port and fields[3] == _TCP_LISTEN:
+                    return True
+        return False
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if (
+            len(fields) >= 8
+            and fields[7] == trigger.path
+            and int(fields[3], 16) & _SO_ACCEPTCON
+        ):
+            return True
+    return False

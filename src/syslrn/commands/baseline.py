@@ -66,13 +66,18 @@ def register(subparsers) -> None:
             "Each line of a file is 'session-id,key key key ...'."
         ),
     )
-    sequences.add_argument("--train", required=True, metavar="FILE",
-                           help="normal sequences to train on")
-    sequences.add_argument("--test-normal", required=True, metavar="FILE",
-                           help="normal test sequences")
-    sequences.add_argument("--test-abnormal", required=True, metavar="FILE",
-                           help="abnormal test sequences")
-    sequences.add_argument("--json", action="store_true", help="print the results as JSON")
+    sequences.add_argument(
+        "--train", required=True, metavar="FILE", help="normal sequences to train on"
+    )
+    sequences.add_argument(
+        "--test-normal", required=True, metavar="FILE", help="normal test sequences"
+    )
+    sequences.add_argument(
+        "--test-abnormal", required=True, metavar="FILE", help="abnormal test sequences"
+    )
+    sequences.add_argument(
+        "--json", action="store_true", help="print the results as JSON"
+    )
     _add_model_arguments(sequences)
     sequences.set_defaults(func=run_sequences)
 
@@ -87,59 +92,128 @@ def register(subparsers) -> None:
         ),
     )
     campaign.add_argument("directory", metavar="DIR", help="campaign directory")
-    campaign.add_argument("--components", type=_component_list, metavar="A,B",
-                          help="comma-separated components to use (default: all)")
-    campaign.add_argument("--combined", action="store_true",
-                          help="also report the combined configuration")
-    campaign.add_argument("--folds", type=_positive_int, default=DEFAULT_FOLDS,
-                          help="number of cross-validation folds (default: %(default)s)")
-    campaign.add_argument("--fold-seed", type=int, default=DEFAULT_FOLD_SEED,
-                          help="seed of the folds (default: %(default)s)")
-    campaign.add_argument("--similarity", type=_closed_fraction, default=0.4,
-                          help="Drain similarity threshold of the log parser "
-                               "(default: %(default)s)")
-    campaign.add_argument("--depth", type=_positive_int, default=4,
-                          help="depth of Drain's prefix tree (default: %(default)s)")
-    campaign.add_argument("--no-default-masks", action="store_true",
-                          help="apply only the campaign's own masks, not the built-in "
-                               "ones for times, ids, addresses and numbers")
-    campaign.add_argument("--json", action="store_true", help="print the results as JSON")
+    campaign.add_argument(
+        "--components",
+        type=_component_list,
+        metavar="A,B",
+        help="comma-separated components to use (default: all)",
+    )
+    campaign.add_argument(
+        "--combined", action="store_true", help="also report the combined configuration"
+    )
+    campaign.add_argument(
+        "--folds",
+        type=_positive_int,
+        default=DEFAULT_FOLDS,
+        help="number of cross-validation folds (default: %(default)s)",
+    )
+    campaign.add_argument(
+        "--fold-seed",
+        type=int,
+        default=DEFAULT_FOLD_SEED,
+        help="seed of the folds (default: %(default)s)",
+    )
+    campaign.add_argument(
+        "--similarity",
+        type=_closed_fraction,
+        default=0.4,
+        help="Drain similarity threshold of the log parser (default: %(default)s)",
+    )
+    campaign.add_argument(
+        "--depth",
+        type=_positive_int,
+        default=4,
+        help="depth of Drain's prefix tree (default: %(default)s)",
+    )
+    campaign.add_argument(
+        "--no-default-masks",
+        action="store_true",
+        help="apply only the campaign's own masks, not the built-in "
+        "ones for times, ids, addresses and numbers",
+    )
+    campaign.add_argument(
+        "--json", action="store_true", help="print the results as JSON"
+    )
     _add_model_arguments(campaign)
     campaign.set_defaults(func=run_campaign)
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("DeepLog model")
-    group.add_argument("--window", type=_positive_int, default=DEFAULT_WINDOW,
-                       help="history length h in keys (default: %(default)s)")
-    group.add_argument("--top-g", type=_top_g, default=DEFAULT_TOP_G, metavar="G|auto",
-                       help="number of most probable next keys a key must be among; "
-                            "'auto' chooses it on a validation split of the training "
-                            "data (default: %(default)s)")
+    group.add_argument(
+        "--window",
+        type=_positive_int,
+        default=DEFAULT_WINDOW,
+        help="history length h in keys (default: %(default)s)",
+    )
+    group.add_argument(
+        "--top-g",
+        type=_top_g,
+        default=DEFAULT_TOP_G,
+        metavar="G|auto",
+        help="number of most probable next keys a key must be among; "
+        "'auto' chooses it on a validation split of the training "
+        "data (default: %(default)s)",
+    )
 
-    group.add_argument("--layers", type=_positive_int, default=DEFAULT_LAYERS,
-                       help="stacked LSTM layers (default: %(default)s)")
-    group.add_argument("--hidden", type=_positive_int, default=DEFAULT_HIDDEN,
-                       help="units per LSTM layer (default: %(default)s)")
+    group.add_argument(
+        "--layers",
+        type=_positive_int,
+        default=DEFAULT_LAYERS,
+        help="stacked LSTM layers (default: %(default)s)",
+    )
+    group.add_argument(
+        "--hidden",
+        type=_positive_int,
+        default=DEFAULT_HIDDEN,
+        help="units per LSTM layer (default: %(default)s)",
+    )
 
-    group.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS,
-                       help="training epochs (default: %(default)s)")
-    group.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
-                       help="training windows per step (default: %(default)s)")
-    group.add_argument("--learning-rate", type=_positive_float, default=DEFAULT_LEARNING_RATE,
-                       help="Adam step size (default: %(default)s)")
-    group.add_argument("--seed", type=int, default=0,
-                       help="seed of training and of the validation split "
-                            "(default: %(default)s)")
-    group.add_argument("--threads", type=_positive_int, default=1,
-                       help="PyTorch threads (default: %(default)s)")
+    group.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=DEFAULT_EPOCHS,
+        help="training epochs (default: %(default)s)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help="training windows per step (default: %(default)s)",
+    )
+    group.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        default=DEFAULT_LEARNING_RATE,
+        help="Adam step size (default: %(default)s)",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of training and of the validation split (default: %(default)s)",
+    )
+    group.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="PyTorch threads (default: %(default)s)",
+    )
 
-    group.add_argument("--validation-fraction", type=_open_fraction, default=0.2,
-                       help="share of the training data held out to choose g with "
-                            "--top-g auto (default: %(default)s)")
-    group.add_argument("--max-false-alarm", type=_closed_fraction, default=0.0,
-                       help="share of held-out failure-free units that the chosen g "
-                            "may flag, with --top-g auto (default: %(default)s)")
+    group.add_argument(
+        "--validation-fraction",
+        type=_open_fraction,
+        default=0.2,
+        help="share of the training data held out to choose g with "
+        "--top-g auto (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-false-alarm",
+        type=_closed_fraction,
+        default=0.0,
+        help="share of held-out failure-free units that the chosen g "
+        "may flag, with --top-g auto (default: %(default)s)",
+    )
 
 
 def _load_evaluation():
@@ -226,45 +300,67 @@ def run_campaign(args: argparse.Namespace) -> int:
 
 def _print_sequences(result: SequenceEvaluation) -> None:
     scores = result.scores
-    print(f"DeepLog, g={result.top_g}, {result.n_keys} keys, "
-          f"{result.train_sessions} training sessions")
-    print(f"  recall       {_fmt(scores.recall)}  "
-          f"({scores.true_positives}/{scores.failures} abnormal sessions flagged)")
-    print(f"  selectivity  {_fmt(scores.selectivity)}  "
-          f"({scores.true_negatives}/{scores.normals} normal sessions passed)")
+    print(
+        f"DeepLog, g={result.top_g}, {result.n_keys} keys, "
+        f"{result.train_sessions} training sessions"
+    )
+    print(
+        f"  recall       {_fmt(scores.recall)}  "
+        f"({scores.true_positives}/{scores.failures} abnormal sessions flagged)"
+    )
+    print(
+        f"  selectivity  {_fmt(scores.selectivity)}  "
+        f"({scores.true_negatives}/{scores.normals} normal sessions passed)"
+    )
     print(f"  precision    {_fmt(scores.precision)}")
     print(f"  F1           {_fmt(scores.f1)}")
     print(f"  training     {result.train_seconds:.2f} s")
-    print(f"  inference    {result.inference_seconds:.2f} s "
-          f"({result.sessions_per_second:.0f} sessions/s)")
+    print(
+        f"  inference    {result.inference_seconds:.2f} s "
+        f"({result.sessions_per_second:.0f} sessions/s)"
+    )
 
 
 def _print_campaign(result: CampaignEvaluation, configurations: list[str]) -> None:
-    print(f"DeepLog on {result.directory} (scenario {result.scenario or '-'}), "
-          f"{len(result.folds)} folds, {len(result.experiments)} workload experiments")
+    print(
+        f"DeepLog on {result.directory} (scenario {result.scenario or '-'}), "
+        f"{len(result.folds)} folds, {len(result.experiments)} workload experiments"
+    )
     print()
-    header = (f"{'configuration':<16} {'g':>5} {'recall':>7} {'select.':>7} "
-              f"{'prec.':>7} {'F1':>7} {'failures':>9} {'normals':>8}")
+    header = (
+        f"{'configuration':<16} {'g':>5} {'recall':>7} {'select.':>7} "
+        f"{'prec.':>7} {'F1':>7} {'failures':>9} {'normals':>8}"
+    )
     print(header)
     for name in configurations:
         scores = result.scores(name)
-        print(f"{name:<16} {_g_range(result, name):>5} {_fmt(scores.recall):>7} "
-              f"{_fmt(scores.selectivity):>7} {_fmt(scores.precision):>7} "
-              f"{_fmt(scores.f1):>7} {scores.failures:>9} {scores.normals:>8}")
+        print(
+            f"{name:<16} {_g_range(result, name):>5} {_fmt(scores.recall):>7} "
+            f"{_fmt(scores.selectivity):>7} {_fmt(scores.precision):>7} "
+            f"{_fmt(scores.f1):>7} {scores.failures:>9} {scores.normals:>8}"
+        )
 
-    rows = [(name, fault, scores)
-            for name in configurations
-            for fault, scores in result.fault_scores(name).items()]
+    rows = [
+        (name, fault, scores)
+        for name in configurations
+        for fault, scores in result.fault_scores(name).items()
+    ]
     if not rows:
         return
     print()
-    print("Per fault (failures and failure-free runs counted once per fold that judged them)")
-    print(f"{'fault':<24} {'configuration':<16} {'recall':>7} {'failures':>9} "
-          f"{'select.':>7} {'normals':>8}")
+    print(
+        "Per fault (failures and failure-free runs counted once per fold that judged them)"
+    )
+    print(
+        f"{'fault':<24} {'configuration':<16} {'recall':>7} {'failures':>9} "
+        f"{'select.':>7} {'normals':>8}"
+    )
     order = {name: i for i, name in enumerate(configurations)}
     for name, fault, scores in sorted(rows, key=lambda row: (row[1], order[row[0]])):
-        print(f"{fault:<24} {name:<16} {_fmt(scores.recall):>7} {scores.failures:>9} "
-              f"{_fmt(scores.selectivity):>7} {scores.normals:>8}")
+        print(
+            f"{fault:<24} {name:<16} {_fmt(scores.recall):>7} {scores.failures:>9} "
+            f"{_fmt(scores.selectivity):>7} {scores.normals:>8}"
+        )
 
 
 def _g_range(result: CampaignEvaluation, configuration: str) -> str:

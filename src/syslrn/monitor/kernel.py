@@ -40,15 +40,23 @@ class MonitorConfig(ctypes.Structure):
     ]
 
 
+class WindowMeta(ctypes.Structure):
+    """``struct window_meta`` of bpf/monitor.h."""
+
+    _fields_ = [
+        ("open_ns", ctypes.c_uint64),
+        ("last_request_ns", ctypes.c_uint64),
+        ("requests", ctypes.c_uint64),
+    ]
+
+
 class WindowState(ctypes.Structure):
     """``struct window_state`` of bpf/monitor.h."""
 
     _fields_ = [
-        ("epoch", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
-        ("open_ns", ctypes.c_uint64),
-        ("last_request_ns", ctypes.c_uint64),
-        ("requests", ctypes.c_uint64),
+        ("epoch", ctypes.c_uint64),
+        ("current", WindowMeta),
+        ("previous", WindowMeta),
         ("total_requests", ctypes.c_uint64),
     ]
 
@@ -105,7 +113,8 @@ class MonitorProbes:
             raise
         log.info(
             "attached %d programs (%s), %d node types filtered",
-            len(self.plan.programs), ", ".join(self.plan.programs),
+            len(self.plan.programs),
+            ", ".join(self.plan.programs),
             len(self.plan.node_types),
         )
 
@@ -118,7 +127,9 @@ class MonitorProbes:
         config.trigger_port = self.trigger.port
         path = self.trigger.kernel_path() if self.trigger.path else b""
         ctypes.memmove(
-            ctypes.addressof(config) + MonitorConfig.trigger_path.offset, path, len(path)
+            ctypes.addressof(config) + MonitorConfig.trigger_path.offset,
+            path,
+            len(path),
         )
         config.trigger_path_len = len(path)
         rodata = obj.rodata()
@@ -172,10 +183,14 @@ class MonitorProbes:
             result[node_type.name] = struct.unpack("<q", raw)[0]
         return result
 
-    def window(self, state: WindowState) -> WindowFeatures:
-        """Read the features of the window that ``state`` names."""
+    def window(self, epoch: int, meta: WindowMeta) -> WindowFeatures:
+        """Read the features of window ``epoch``, whose metadata is ``meta``.
+
+        The kernel keeps the current and the previous window, so ``epoch``
+        must be one of those two.
+        """
         windows = self.obj.map("windows")
-        base = (state.epoch & 1) * (MAX_NODE_TYPES + 1)
+        base = (epoch & 1) * (MAX_NODE_TYPES + 1)
         values: dict[str, int] = {}
         for node_type in self.plan.node_types:
             raw = windows.lookup(struct.pack("<I", base + node_type.index))
@@ -185,10 +200,10 @@ class MonitorProbes:
             if "degree" in node_type.stats:
                 values[f"degree:{node_type.name}"] = degree
         return WindowFeatures(
-            epoch=state.epoch,
-            open_ns=state.open_ns,
-            close_ns=state.last_request_ns + self.quiet_ns,
-            requests=state.requests,
+            epoch=epoch,
+            open_ns=meta.open_ns,
+            close_ns=meta.last_request_ns + self.quiet_ns,
+            requests=meta.requests,
             values=values,
         )
 

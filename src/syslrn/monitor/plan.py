@@ -40,8 +40,13 @@ HOOKS = {
 STAT_PROGRAMS = {
     "count": ("mon_fork", "mon_exec", "mon_exit"),
     "degree": (
-        "mon_fork", "mon_exec", "mon_exit",
-        "mon_enter_connect", "mon_exit_connect", "mon_accept4", "mon_accept",
+        "mon_fork",
+        "mon_exec",
+        "mon_exit",
+        "mon_enter_connect",
+        "mon_exit_connect",
+        "mon_accept4",
+        "mon_accept",
     ),
 }
 REQUEST_PROGRAMS = ("mon_accept4", "mon_accept")
@@ -151,8 +156,9 @@ def make_plan(model: dict[str, Any]) -> MonitorPlan:
             )
         seen_comms[comm] = name
         node_types.append(
-            NodeTypePlan(name=name, comm=comm, index=index,
-                         stats=sorted(stats_by_type[name]))
+            NodeTypePlan(
+                name=name, comm=comm, index=index, stats=sorted(stats_by_type[name])
+            )
         )
 
     needed = set(REQUEST_PROGRAMS)
@@ -162,6 +168,8 @@ def make_plan(model: dict[str, Any]) -> MonitorPlan:
     programs = [name for name in PROGRAM_ORDER if name in needed]
     track_degree = any("degree" in stats for stats in stats_by_type.values())
     return MonitorPlan(
-        node_types=node_types, programs=programs, track_degree=track_degree,
+        node_types=node_types,
+        programs=programs,
+        track_degree=track_degree,
         warnings=warnings,
     )

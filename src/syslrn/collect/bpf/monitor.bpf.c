@@ -106,7 +106,7 @@ static __always_inline struct window_state *current_state(void)
 /* Whether now falls in the open window. */
 static __always_inline bool in_window(struct window_state *s, __u64 now)
 {
-	return s->epoch && now - s->last_request_ns <= cfg.quiet_ns;
+	return s->epoch && now - s->current.last_request_ns <= cfg.quiet_ns;
 }
 
 static __always_inline struct node_features *features_of(struct window_state *s, __u32 type)
@@ -306,7 +306,9 @@ static __always_inline void request(__u32 fd)
 	char name[UNIX_PATH_LEN] = {};
 	__u64 now = bpf_ktime_get_boot_ns();
 	__u16 name_len = 0, lport = 0;
+	struct window_meta previous;
 	struct sock *sk;
+	__u64 epoch;
 	__u8 family;
 	__u32 base, type;
 
@@ -325,8 +327,12 @@ static __always_inline void request(__u32 fd)
 		return;
 
 	if (!in_window(s, now)) {
-		/* Open the next window: its counts start from the live processes. */
-		base = ((s->epoch + 1) & 1) * (MAX_NODE_TYPES + 1);
+		/* Open the next window: its counts start from the live processes.
+		 * Two CPUs may both get here; both write the same counts and the
+		 * compare-and-swap lets one of them advance the epoch. */
+		epoch = s->epoch;
+		base = ((epoch + 1) & 1) * (MAX_NODE_TYPES + 1);
+#pragma clang loop unroll(disable)
 		for (type = 1; type <= MAX_NODE_TYPES; type++) {
 			__u32 index = base + type;
 			struct node_features *f;
@@ -341,12 +347,15 @@ static __always_inline void request(__u32 fd)
 			f->count = *live;
 			f->degree = 0;
 		}
-		s->open_ns = now;
-		s->requests = 0;
-		s->epoch += 1;
+		previous = s->current;
+		if (__sync_val_compare_and_swap(&s->epoch, epoch, epoch + 1) == epoch) {
+			s->previous = previous;
+			s->current.open_ns = now;
+			s->current.requests = 0;
+		}
 	}
-	s->last_request_ns = now;
-	__sync_fetch_and_add(&s->requests, 1);
+	s->current.last_request_ns = now;
+	__sync_fetch_and_add(&s->current.requests, 1);
 	__sync_fetch_and_add(&s->total_requests, 1);
 }
 

@@ -35,12 +35,18 @@ struct node_features {
 	__s64 degree;
 };
 
-struct window_state {
-	__u32 epoch;
-	__u32 pad;
+struct window_meta {
 	__u64 open_ns;
 	__u64 last_request_ns;
 	__u64 requests;
+};
+
+/* The current window, and the previous one kept whole when the next opens,
+ * so user space never loses a window it polled too late for. */
+struct window_state {
+	__u64 epoch;
+	struct window_meta current;
+	struct window_meta previous;
 	__u64 total_requests;
 };
 

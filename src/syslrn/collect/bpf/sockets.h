@@ -141,6 +141,7 @@ static __always_inline bool matches_trigger(__u8 family, __u16 lport, const char
 		return (family == FAMILY_INET || family == FAMILY_INET6) && lport == port;
 	if (kind != TRIGGER_UNIX || family != FAMILY_UNIX || name_len != path_len)
 		return false;
+#pragma clang loop unroll(disable)
 	for (int i = 0; i < UNIX_PATH_LEN; i++) {
 		if (i >= path_len)
 			break;

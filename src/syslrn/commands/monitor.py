@@ -1,0 +1,104 @@
+"""``syslrn monitor``: watch a service online with a model's tailored probes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from syslrn.collect.trigger import parse_trigger
+from syslrn.model import load_model
+from syslrn.monitor.metrics import MonitorMetrics
+from syslrn.monitor.online import AlertWriter, Monitor
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "monitor", help="monitor a service online with the probes a model needs"
+    )
+    parser.add_argument("model", help="model file (JSON) written by syslrn train")
+    parser.add_argument(
+        "--trigger",
+        required=True,
+        metavar="tcp:PORT|unix:PATH",
+        help="the service socket whose accepted connections are requests",
+    )
+    parser.add_argument(
+        "--alerts",
+        metavar="FILE",
+        help="append anomalies as JSON lines to FILE (default: stdout)",
+    )
+    parser.add_argument(
+        "--all-windows",
+        action="store_true",
+        help="write every window's verdict as JSON, not only anomalies",
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics, e.g. 127.0.0.1:9464",
+    )
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        metavar="SECONDS",
+        help="quiet time that closes a window (default: from the model)",
+    )
+    parser.add_argument(
+        "--wait-for-trigger",
+        type=float,
+        metavar="SECONDS",
+        help="wait up to this long for the trigger to listen (default: fail at once)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this long (default: until SIGINT or SIGTERM)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    trigger = parse_trigger(args.trigger)
+    # Closed in the finally below; the stream outlives any with-block here.
+    alerts = open(args.alerts, "a") if args.alerts else sys.stdout  # noqa: SIM115
+    writer = AlertWriter(alerts, sys.stderr, all_windows=args.all_windows)
+    metrics = MonitorMetrics() if args.metrics else None
+    monitor = Monitor(model, trigger, quiet_s=args.quiet)
+
+    def on_verdict(verdict):
+        writer(verdict)
+        if metrics is not None:
+            metrics.update(verdict, lost=sum(monitor.probes.errors().values()))
+
+    monitor.on_verdict = on_verdict
+    monitor.wait_for_trigger(args.wait_for_trigger)
+    if metrics is not None:
+        metrics.serve(args.metrics)
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received %s; detaching", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    if args.duration is not None:
+        timer = threading.Timer(args.duration, stop.set)
+        timer.daemon = True
+        timer.start()
+    try:
+        verdicts = monitor.run(stop)
+    finally:
+        if alerts is not sys.stdout:
+            alerts.close()
+    anomalies = sum(1 for v in verdicts if v.anomalous)
+    print(f"syslrn: {len(verdicts)} windows, {anomalies} anomalous", file=sys.stderr)
+    return 0

@@ -1,0 +1,106 @@
+"""``syslrn plan``: show the probes, filters and counters a model needs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from syslrn.collect.privileges import missing_capabilities
+from syslrn.collect.trigger import TRIGGER_TCP, Trigger, parse_trigger
+from syslrn.errors import BpfError
+from syslrn.model import load_model, save_model
+from syslrn.monitor.plan import make_plan
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plan", help="show the eBPF programs a model needs and their sizes"
+    )
+    parser.add_argument("model", help="model file (JSON) written by syslrn train")
+    parser.add_argument(
+        "--trigger",
+        default=None,
+        metavar="tcp:PORT|unix:PATH",
+        help="trigger to size the programs for (default: the model's, else tcp:1)",
+    )
+    parser.add_argument(
+        "--no-sizes",
+        action="store_true",
+        help="do not load the programs to measure them",
+    )
+    parser.add_argument(
+        "--save", action="store_true", help="store the plan in the model file"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for programs")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    plan = make_plan(model.to_dict())
+    document = plan.to_dict()
+
+    trigger_text = args.trigger or model.training.get("trigger")
+    trigger = (
+        parse_trigger(trigger_text) if trigger_text else Trigger(TRIGGER_TCP, port=1)
+    )
+    sizes = recorder = None
+    if not args.no_sizes:
+        if missing_capabilities():
+            log.warning("not root: program sizes need loading the programs; skipped")
+        else:
+            from syslrn.monitor.sizes import planned_sizes, recorder_sizes
+
+            try:
+                sizes = planned_sizes(plan, trigger)
+                recorder = recorder_sizes()
+            except BpfError as exc:
+                log.warning("could not load the programs to size them: %s", exc)
+    document["instructions"] = sizes
+    document["recorder_instructions"] = recorder
+
+    if args.save:
+        model.plan = document
+        save_model(model, args.model)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(format_plan(document))
+    return 0
+
+
+def format_plan(document: dict) -> str:
+    lines = ["node types filtered in the kernel:"]
+    for node_type in document["node_types"]:
+        comm = (
+            ""
+            if node_type["comm"] == node_type["name"]
+            else f" (as {node_type['comm']!r})"
+        )
+        lines.append(
+            f"  {node_type['index']:>3}  {node_type['name']}{comm}: "
+            f"{', '.join(node_type['stats'])}"
+        )
+    sizes = document.get("instructions") or {}
+    lines.append(f"programs ({len(document['programs'])}):")
+    for name in document["programs"]:
+        size = f"{sizes[name]:>5} insns" if name in sizes else ""
+        lines.append(f"  {name:<20} {document['hooks'][name]:<40} {size}")
+    if sizes:
+        mean = sum(sizes.values()) / len(sizes)
+        lines.append(f"  mean {mean:.0f} instructions per program")
+    recorder = document.get("recorder_instructions") or {}
+    if recorder:
+        total = sum(recorder.values())
+        lines.append(
+            f"full recorder: {len(recorder)} programs, {total} instructions, "
+            f"mean {total / len(recorder):.0f}"
+        )
+    lines.append("counters: " + "; ".join(document["counters"]))
+    lines.append(f"degree probes: {'yes' if document['track_degree'] else 'no'}")
+    for warning in document.get("warnings", []):
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)

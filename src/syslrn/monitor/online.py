@@ -1,0 +1,200 @@
+"""The online monitor: load the plan's probes, close windows, judge them.
+
+User space wakes every ``poll_s`` to read the window state map; all
+per-event work happens in the kernel. A window is judged once it has
+closed, that is once the quiet time has passed after its last request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from syslrn.collect.recorder import boottime_ns
+from syslrn.collect.trigger import Trigger, is_listening
+from syslrn.errors import SyslrnError
+from syslrn.monitor.kernel import MonitorProbes, WindowFeatures
+from syslrn.monitor.plan import MonitorPlan, make_plan
+
+log = logging.getLogger(__name__)
+
+#: A window closes after this many seconds without a request, unless the
+#: model's training runs call for a longer one.
+MIN_QUIET_S = 1.0
+#: The quiet time is this multiple of the longest gap between two requests
+#: of one training run, so that no training-like run is split in two.
+QUIET_GAP_FACTOR = 2.0
+
+
+def quiet_time(training: dict[str, Any]) -> float:
+    """Return the window's quiet time for a model's training facts."""
+    gap = training.get("quiet_gap_s")
+    if gap is None:
+        return MIN_QUIET_S
+    return max(MIN_QUIET_S, QUIET_GAP_FACTOR * float(gap))
+
+
+@dataclass
+class Verdict:
+    """The judgement of one closed window."""
+
+    window: WindowFeatures
+    detection: Any
+
+    @property
+    def anomalous(self) -> bool:
+        return self.detection.anomalous
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window.epoch,
+            "open_ns": self.window.open_ns,
+            "close_ns": self.window.close_ns,
+            "requests": self.window.requests,
+            "features": self.window.values,
+            **self.detection.to_dict(),
+        }
+
+    def human(self) -> str:
+        head = f"window {self.window.epoch} ({self.window.requests} requests)"
+        if not self.anomalous:
+            return f"{head}: normal"
+        parts = [
+            f"{c.feature} observed {c.observed:g}, expected {c.expected:.1f} "
+            f"+/- {c.tolerance:.1f}"
+            for c in self.detection.deviating()
+        ]
+        return f"{head}: ANOMALY: " + "; ".join(parts)
+
+
+class Monitor:
+    """Watch a service with the probes a model needs.
+
+    Parameters
+    ----------
+    model : syslrn.model.file.Model
+    trigger : Trigger
+    quiet_s : float or None
+        Quiet time that closes a window; default from the model's training.
+    poll_s : float
+        How often user space reads the window state.
+    on_verdict : callable
+        Called with each :class:`Verdict`.
+    """
+
+    def __init__(
+        self,
+        model,
+        trigger: Trigger,
+        quiet_s: float | None = None,
+        poll_s: float = 0.2,
+        on_verdict: Callable[[Verdict], None] | None = None,
+    ):
+        self.model = model
+        self.trigger = trigger
+        self.plan: MonitorPlan = make_plan(model.to_dict())
+        self.quiet_s = quiet_s if quiet_s is not None else quiet_time(model.training)
+        self.poll_s = poll_s
+        self.on_verdict = on_verdict or (lambda verdict: None)
+        self.probes = MonitorProbes(self.plan, trigger, self.quiet_s)
+        self.verdicts: list[Verdict] = []
+        self._judged = 0
+        self.started = threading.Event()
+
+    def wait_for_trigger(self, timeout: float | None) -> None:
+        """Wait until the trigger socket listens; with timeout None, fail at once."""
+        if is_listening(self.trigger):
+            return
+        if timeout is None:
+            raise SyslrnError(
+                f"trigger {self.trigger}: nothing listens there; start the "
+                "service first, or pass --wait-for-trigger SECONDS"
+            )
+        log.warning(
+            "trigger %s: nothing listens yet; waiting up to %.0f s",
+            self.trigger,
+            timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while not is_listening(self.trigger):
+            if time.monotonic() > deadline:
+                raise SyslrnError(
+                    f"trigger {self.trigger}: nothing listened within {timeout:.0f} s"
+                )
+            time.sleep(0.2)
+
+    def run(self, stop: threading.Event) -> list[Verdict]:
+        """Monitor until ``stop`` is set; judge every window that closed."""
+        self.probes.load()
+        log.info(
+            "monitoring %s: %d features, quiet time %.2f s, programs %s",
+            self.trigger,
+            len(self.plan.features),
+            self.quiet_s,
+            ", ".join(self.plan.programs),
+        )
+        self.started.set()
+        try:
+            while not stop.wait(self.poll_s):
+                self.poll()
+            self.poll()
+        finally:
+            self.probes.close()
+            log.info("monitor stopped after %d windows", self._judged)
+        return self.verdicts
+
+    def poll(self) -> None:
+        """Judge the windows that closed since the last poll."""
+        state = self.probes.state()
+        now = boottime_ns()
+        closed = state.epoch
+        if state.epoch and now - state.current.last_request_ns <= self.probes.quiet_ns:
+            closed -= 1
+        # The kernel keeps two windows; older unjudged ones are lost.
+        if closed - self._judged > 2:
+            log.warning(
+                "windows %d..%d closed unread and are lost",
+                self._judged + 1,
+                closed - 2,
+            )
+            self._judged = closed - 2
+        while self._judged < closed:
+            epoch = self._judged + 1
+            meta = state.current if epoch == state.epoch else state.previous
+            self._judge(self.probes.window(epoch, meta))
+            self._judged = epoch
+
+    def _judge(self, window: WindowFeatures) -> None:
+        detection = self.model.detect(window.values, window.requests)
+        verdict = Verdict(window=window, detection=detection)
+        self.verdicts.append(verdict)
+        errors = self.probes.errors()
+        if any(errors.values()):
+            log.warning("monitor maps were full: %s; counts may be low", errors)
+        log.info(
+            "window %d closed: %d requests, %s",
+            window.epoch,
+            window.requests,
+            "anomalous" if verdict.anomalous else "normal",
+        )
+        self.on_verdict(verdict)
+
+
+class AlertWriter:
+    """Write anomalous verdicts as JSON lines, and a human line to stderr."""
+
+    def __init__(self, stream: TextIO, human: TextIO, all_windows: bool = False):
+        self.stream = stream
+        self.human = human
+        self.all_windows = all_windows
+
+    def __call__(self, verdict: Verdict) -> None:
+        print(verdict.human(), file=self.human, flush=True)
+        if verdict.anomalous or self.all_windows:
+            self.stream.write(json.dumps(verdict.to_dict()) + "\n")
+            self.stream.flush()

@@ -1,0 +1,172 @@
+"""The tailored monitor's kernel side: plans, attached programs, window counts."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from syslrn.collect.trigger import parse_trigger
+from syslrn.errors import ModelError
+from syslrn.monitor.kernel import MonitorProbes
+from syslrn.monitor.plan import make_plan
+
+
+def _model(*names):
+    return {"features": [{"name": name, "kept": True} for name in names]}
+
+
+def test_count_only_plan_has_no_connection_probes():
+    plan = make_plan(_model("count:true", "count:sh"))
+    assert plan.programs == [
+        "mon_fork",
+        "mon_exec",
+        "mon_exit",
+        "mon_accept4",
+        "mon_accept",
+    ]
+    assert not plan.track_degree
+    assert [t.name for t in plan.node_types] == ["sh", "true"]
+
+
+def test_degree_plan_adds_connect_probes():
+    plan = make_plan(_model("count:true", "degree:sh"))
+    assert "mon_enter_connect" in plan.programs
+    assert "mon_exit_connect" in plan.programs
+    assert plan.track_degree
+    assert plan.features == ["degree:sh", "count:true"]
+
+
+def test_plan_rejects_model_without_kept_features():
+    with pytest.raises(ModelError, match="keeps no feature"):
+        make_plan({"features": [{"name": "count:x", "kept": False}]})
+
+
+def test_plan_rejects_non_bag_of_nodes_feature():
+    with pytest.raises(ModelError, match="not a bag-of-nodes feature"):
+        make_plan(_model("wl:abc123"))
+
+
+def test_plan_rejects_types_sharing_comm_prefix():
+    with pytest.raises(ModelError, match="share the 15-byte prefix"):
+        make_plan(_model("count:averyverylongname-a", "count:averyverylongname-b"))
+
+
+def test_plan_warns_on_long_type():
+    plan = make_plan(_model("count:averyverylongname-a"))
+    assert plan.node_types[0].comm == "averyverylongna"
+    assert "longer than 15 bytes" in plan.warnings[0]
+
+
+class _Server:
+    """A loopback TCP listener the test accepts on by hand."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+
+    def request(self):
+        client = socket.create_connection(("127.0.0.1", self.port))
+        conn, _ = self.sock.accept()
+        client.close()
+        conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.bpf
+def test_count_only_probes_attach_process_hooks_only():
+    plan = make_plan(_model("count:true"))
+    probes = MonitorProbes(plan, parse_trigger("tcp:1"), quiet_s=0.3)
+    probes.load()
+    try:
+        hooks = {link.program.section for link in probes.obj._links}
+    finally:
+        probes.close()
+    assert hooks == {
+        "tp_btf/sched_process_fork",
+        "tp_btf/sched_process_exec",
+        "tp_btf/sched_process_exit",
+        "tracepoint/syscalls/sys_exit_accept4",
+        "tracepoint/syscalls/sys_exit_accept",
+    }
+
+
+@pytest.fixture
+def own_binaries(tmp_path):
+    """A shell and a child program under names no other process on the host
+    uses, so that the host-wide counts are the test's own."""
+    shell = tmp_path / "slt-sh"
+    child = tmp_path / "slt-true"
+    shutil.copy("/bin/dash", shell)
+    shutil.copy("/bin/true", child)
+    return shell, child
+
+
+@pytest.mark.bpf
+def test_window_counts_children_per_request(own_binaries):
+    shell, child = own_binaries
+    plan = make_plan(
+        _model("count:slt-true", "degree:slt-true", "count:slt-sh", "degree:slt-sh")
+    )
+    server = _Server()
+    probes = MonitorProbes(plan, parse_trigger(f"tcp:{server.port}"), quiet_s=0.5)
+    probes.load()
+    try:
+        for _ in range(3):
+            server.request()
+            # dash forks once per command of a list and execs none of them.
+            subprocess.run([str(shell), "-c", f"{child}; {child}"], check=True)
+        state = probes.state()
+        window = probes.window(state.epoch, state.current)
+        time.sleep(0.7)
+        after = probes.state()
+    finally:
+        probes.close()
+        server.close()
+    assert state.epoch == 1
+    assert window.requests == 3
+    # Per request: one shell, with a spawn edge to its parent and one to
+    # each of its two children, and two children with one spawn edge each.
+    assert window.values == {
+        "count:slt-sh": 3,
+        "degree:slt-sh": 9,
+        "count:slt-true": 6,
+        "degree:slt-true": 6,
+    }
+    assert after.epoch == 1
+    assert after.current.requests == 3
+
+
+@pytest.mark.bpf
+def test_window_closes_and_next_opens(own_binaries):
+    shell, child = own_binaries
+    plan = make_plan(_model("count:slt-true"))
+    server = _Server()
+    probes = MonitorProbes(plan, parse_trigger(f"tcp:{server.port}"), quiet_s=0.3)
+    probes.load()
+    try:
+        server.request()
+        subprocess.run([str(shell), "-c", str(child)], check=True)
+        time.sleep(0.5)
+        # Outside any window: not counted.
+        subprocess.run([str(child)], check=True)
+        server.request()
+        server.request()
+        state = probes.state()
+        first = probes.window(state.epoch - 1, state.previous)
+        second = probes.window(state.epoch, state.current)
+    finally:
+        probes.close()
+        server.close()
+    assert state.epoch == 2
+    assert first.requests == 1
+    assert first.values == {"count:slt-true": 1}
+    assert second.requests == 2
+    assert second.values == {"count:slt-true": 0}
