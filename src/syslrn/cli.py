@@ -17,6 +17,11 @@ from syslrn.errors import SyslrnError
 
 # Modules of syslrn.commands, in the order `syslrn --help` lists them.
 COMMAND_MODULES = (
+    "merge",
+    "train",
+    "detect",
+    "evaluate",
+    "report",
 )
 
 log = logging.getLogger("syslrn")
