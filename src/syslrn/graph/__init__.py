@@ -1,4 +1,4 @@
-"""System graphs: one per run, built from its trace; merging host traces."""
+"""System graphs, one per run, built from its trace, and the merging of host traces."""
 
 from syslrn.graph.build import build_graph, is_driven
 from syslrn.graph.merge import merge_traces

@@ -1,7 +1,7 @@
 """Build the system graph of a run from its trace.
 
-Every step groups whole columns with numpy (sorting, ranking, searching);
-no step runs Python code per event, so a trace of a million events builds
+Every step groups whole columns with numpy (sorting, ranking, searching).
+No step runs Python code per event, so a trace of a million events builds
 in seconds.
 
 Semantics, per process instance ``(host, pid, start_ns)``:
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -156,22 +156,30 @@ def build_graph(
 
 
 def _dictionary_codes(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list]:
-    """Return per-row codes into a list of distinct values; -1 for nulls."""
+    """Return per-row codes into a list of distinct values, with -1 for nulls."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if not pa.types.is_dictionary(column.type):
         column = pc.dictionary_encode(column)
-    indices = pc.fill_null(column.indices, -1).to_numpy(zero_copy_only=False)
-    return indices.astype(np.int64), column.dictionary.to_pylist()
+    indices = _filled(column.indices, -1, np.int64)
+    return indices, column.dictionary.to_pylist()
 
 
-def _filled(column: pa.ChunkedArray, value, dtype) -> np.ndarray:
-    return pc.fill_null(column, value).to_numpy().astype(dtype, copy=False)
+def _filled(column: pa.ChunkedArray | pa.Array, value, dtype) -> np.ndarray:
+    # Skipping fill_null on columns without nulls saves a compute call, which
+    # matters for the many small traces of a training set.
+    if column.null_count:
+        column = pc.fill_null(column, value)
+    return column.to_numpy().astype(dtype, copy=False)
 
 
 @dataclass
 class _Events:
-    """The numeric columns of a trace's non-request rows, as numpy arrays."""
+    """The columns of a trace's non-request rows, as numpy arrays.
+
+    String columns are dictionary-encoded once, so that later steps work on
+    integer codes and handle each distinct string only once.
+    """
 
     table: pa.Table
     hosts: list[str]
@@ -183,27 +191,39 @@ class _Events:
     ppid: np.ndarray
     pstart: np.ndarray
     flags: np.ndarray
+    _strings: dict = field(default_factory=dict)
+    _numbers: dict = field(default_factory=dict)
 
     @property
     def n(self) -> int:
         return int(self.kind.shape[0])
 
     def strings(self, name: str, rows: np.ndarray) -> tuple[np.ndarray, list]:
-        """Return codes and distinct values of string column ``name`` at ``rows``."""
-        column = self.table.column(name).take(pa.array(rows, type=pa.int64()))
-        return _dictionary_codes(column)
+        """Return the codes of string column ``name`` at ``rows`` (-1 for null)
+        and the column's distinct values."""
+        if name not in self._strings:
+            self._strings[name] = _dictionary_codes(self.table.column(name))
+        codes, values = self._strings[name]
+        return codes[rows], values
 
     def numbers(self, name: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return integer column ``name`` at ``rows`` as int64 and its validity.
 
         Unsigned 64-bit values (socket ids) keep their bit pattern.
         """
-        column = self.table.column(name).take(pa.array(rows, type=pa.int64()))
-        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
-        values = pc.fill_null(column, 0).to_numpy()
-        if values.dtype == np.uint64:
-            return values.view(np.int64), valid
-        return values.astype(np.int64), valid
+        if name not in self._numbers:
+            column = self.table.column(name)
+            if column.null_count:
+                valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
+                column = pc.fill_null(column, 0)
+            else:
+                valid = np.ones(len(column), dtype=bool)
+            values = column.to_numpy()
+            values = values.view(np.int64) if values.dtype == np.uint64 \
+                else values.astype(np.int64)
+            self._numbers[name] = (values, valid)
+        values, valid = self._numbers[name]
+        return values[rows], valid[rows]
 
     @classmethod
     def from_table(cls, table: pa.Table) -> _Events:
@@ -219,7 +239,7 @@ class _Events:
         if unknown:
             log.warning("ignoring rows of unknown event kinds %s", unknown)
 
-        # Request rows only count requests; the graph never sees them.
+        # Request rows only count requests, so they are no part of the graph.
         keep = (kind != _KIND_CODE[REQUEST]) & (kind != _UNKNOWN_KIND)
         if not keep.all():
             table = table.filter(pa.array(keep))
@@ -264,8 +284,10 @@ def _group_codes(*keys: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _group_bounds(group: np.ndarray, *order_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort rows by group, then by ``order_keys``; return the order and a mask
-    of the first row of each group in it."""
+    """Sort rows by group, then by ``order_keys``.
+
+    Returns the order and a mask of the first row of each group in it.
+    """
     order = np.lexsort((*order_keys[::-1], group))
     sorted_group = group[order]
     first = np.ones(len(order), dtype=bool)
@@ -380,19 +402,18 @@ def _process_nodes(events: _Events) -> _Processes:
 
 def _node_labels(events: _Events, procs: _Processes) -> tuple[np.ndarray, list[str]]:
     """Return each process node's label code and the label vocabulary."""
-    comm_rows = np.flatnonzero(~pc.is_null(events.table.column("comm")).to_numpy(
-        zero_copy_only=False))
-    comm_code, comm_values = events.strings("comm", comm_rows)
+    all_rows = np.arange(events.n)
+    comm_code, comm_values = events.strings("comm", all_rows)
+    comm_rows = np.flatnonzero(comm_code >= 0)
+    comm_code = comm_code[comm_rows]
 
-    has_filename = ~pc.is_null(events.table.column("filename")).to_numpy(
-        zero_copy_only=False)
+    filename_code, filenames = events.strings("filename", all_rows)
     exec_rows = np.flatnonzero(
-        has_filename & ((events.kind == _EXEC) | (events.kind == _SNAPSHOT))
+        (filename_code >= 0) & ((events.kind == _EXEC) | (events.kind == _SNAPSHOT))
     )
-    filenames = events.table.column("filename").take(pa.array(exec_rows, type=pa.int64()))
-    basenames = pc.replace_substring_regex(filenames, pattern=r"^.*/", replacement="")
-    base_code, base_values = _dictionary_codes(basenames)
-    # A filename ending in "/" has no basename; such an exec gives no label.
+    # A filename ending in "/" has no basename, so such an exec gives no label.
+    base_values = [str(f).rpartition("/")[2] for f in filenames]
+    base_code = filename_code[exec_rows]
     usable = np.array([bool(v) for v in base_values] + [False])[base_code]
     exec_rows, base_code = exec_rows[usable], base_code[usable]
 
@@ -430,7 +451,9 @@ def _comm_labels(events: _Events, procs: _Processes, comm_rows: np.ndarray,
 def _inherit_labels(events: _Events, procs: _Processes, label: np.ndarray,
                     exec_rows: np.ndarray, base_label: np.ndarray) -> np.ndarray:
     """Give each forked child the label its parent had when it forked it."""
-    fork_rows = np.flatnonzero((events.kind == _FORK) & (procs.parent >= 0))
+    fork_rows = np.flatnonzero(
+        (events.kind == _FORK) & (procs.parent >= 0) & (procs.parent != procs.node)
+    )
     if len(fork_rows) == 0:
         return label
     fork_rows = fork_rows[_first_per_group(procs.node[fork_rows], events.ts[fork_rows])]
@@ -456,7 +479,7 @@ def _inherit_labels(events: _Events, procs: _Processes, label: np.ndarray,
     label[child[found]] = exec_label[hit[found]]
 
     # Children whose parent had not exec'd take the parent's own inherited
-    # label; resolve chains of such forks by pointer jumping.
+    # label. Chains of such forks resolve by pointer jumping.
     source = np.full(procs.n, -1, dtype=np.int64)
     source[child[~found]] = parent[~found]
     for _ in range(64):
@@ -509,7 +532,7 @@ def _normalize_address(text: str) -> tuple[str, bool]:
     """Return an address in canonical form and whether it is loopback.
 
     IPv4-mapped IPv6 addresses become IPv4, because a dual-stack server
-    sees an IPv4 client that way.
+    reports an IPv4 client in that form.
     """
     try:
         address = ipaddress.ip_address(text)
@@ -521,7 +544,7 @@ def _normalize_address(text: str) -> tuple[str, bool]:
 
 
 def _connection_edges(events: _Events, procs: _Processes) -> _Links:
-    """Pair connection ends into edges; give unpaired ends external peers."""
+    """Pair connection ends into edges, and give unpaired ends external peers."""
     rows = np.flatnonzero((events.kind == _CONNECT) | (events.kind == _ACCEPT))
     family_code, family_values = events.strings("family", rows)
     family = np.array([{INET: 1, INET6: 1, UNIX: 2}.get(v, 0) for v in family_values] + [0])
@@ -574,7 +597,7 @@ def _connection_edges(events: _Events, procs: _Processes) -> _Links:
         add_pairs(tc[ci], ta[ai], NET)
 
     # NOTE: when one end of a recurring 4-tuple was not traced, pairing in
-    # time order can join the wrong occurrences; degrees stay right because
+    # time order can join the wrong occurrences. Degrees stay right, because
     # each end still has exactly one edge.
     links = _external_edges(events, procs, rows, np.flatnonzero(~paired),
                             family, is_connect, inet)
@@ -598,22 +621,21 @@ class _InetColumns:
 
     @classmethod
     def read(cls, events: _Events, rows: np.ndarray, is_inet: np.ndarray) -> _InetColumns:
-        n = len(rows)
-        take = pa.array(rows, type=pa.int64())
-        codes, values = _dictionary_codes(pa.concat_arrays([
-            events.table.column("laddr").take(take).combine_chunks(),
-            events.table.column("raddr").take(take).combine_chunks(),
-        ]))
-        normal = [_normalize_address(v) for v in values]
-        addresses = sorted({a for a, _ in normal})
+        l_code, l_values = events.strings("laddr", rows)
+        r_code, r_values = events.strings("raddr", rows)
+        l_normal = [_normalize_address(v) for v in l_values]
+        r_normal = [_normalize_address(v) for v in r_values]
+        addresses = sorted({a for a, _ in l_normal} | {a for a, _ in r_normal})
         position = {a: i for i, a in enumerate(addresses)}
-        remap = np.array([position[a] for a, _ in normal] + [-1], dtype=np.int64)
-        loop = np.array([b for _, b in normal] + [False])
+        loop_of = {a: b for a, b in l_normal + r_normal}
+        loop = np.array([loop_of[a] for a in addresses] + [False])
+
+        l_code = np.array([position[a] for a, _ in l_normal] + [-1], dtype=np.int64)[l_code]
+        r_code = np.array([position[a] for a, _ in r_normal] + [-1], dtype=np.int64)[r_code]
         lport, has_lport = events.numbers("lport", rows)
         rport, has_rport = events.numbers("rport", rows)
-        l_code, r_code = remap[codes[:n]], remap[codes[n:]]
         valid = is_inet & (l_code >= 0) & (r_code >= 0) & has_lport & has_rport
-        loopback = loop[codes[:n]] | loop[codes[n:]]
+        loopback = loop[l_code] | loop[r_code]
         return cls(valid, l_code, r_code, lport, rport, loopback, addresses)
 
 

@@ -1,10 +1,10 @@
 """The system graph of one run, held in numpy arrays.
 
-Nodes are process instances plus external endpoints; edges are spawn, unix
+Nodes are process instances plus external endpoints. Edges are spawns, unix
 IPC and TCP connections. A trace of a million events yields a few hundred
-thousand nodes and edges, and networkx needs microseconds per edge to store
-them, so the graph keeps flat arrays and builds a networkx view only on
-request (:meth:`SystemGraph.to_networkx`) for drawing and exploration.
+thousand nodes and edges, and networkx needs microseconds to store each
+edge. The graph therefore keeps flat arrays, and builds a networkx view only
+on request (:meth:`SystemGraph.to_networkx`) for drawing and exploration.
 """
 
 from __future__ import annotations
