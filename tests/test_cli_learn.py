@@ -28,9 +28,8 @@ class ShellRuns:
 
 
 # NOTE: these runs are hand-built traces of the shell workload. A fixture
-# that records the same workload with `syslrn record` (k children per
-# request at several request counts) can join the params below; the tests
-# only rely on the ShellRuns it returns.
+# that records the same workload with `syslrn record` can join the params
+# below, because the tests rely only on the ShellRuns it returns.
 @pytest.fixture(params=["hand-built"])
 def shell_runs(request, tmp_path) -> ShellRuns:
     training = write_shell_campaign(tmp_path / "train", children=CHILDREN)
@@ -354,3 +353,16 @@ def test_merge_rejects_same_host(tmp_path, capsys):
 
     assert main(["merge", str(path), str(path), "-o", str(tmp_path / "m.parquet")]) == 2
     assert "also appears in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--r2-threshold", "1.5"], "R^2 threshold 1.5 must be a number within [0, 1]"),
+    (["--model-param", "tolerance_k=-1"], "tolerance_k=-1 must be a number of 0 or more"),
+    (["--embedding", "wl", "--embedding-param", "iterations=two"],
+     "iterations='two' must be a whole number"),
+    (["--model", "ridge"], "model 'ridge' is unknown"),
+    (["--model-param", "alpha"], "expected NAME=VALUE"),
+])
+def test_train_rejects_bad_parameters(shell_runs, tmp_path, capsys, option, message):
+    assert _train(shell_runs.training, tmp_path / "m.json", *option) == 2
+    assert message in capsys.readouterr().err

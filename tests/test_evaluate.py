@@ -53,7 +53,12 @@ def _synthetic(n_normal=30, n_failure=6, seed=0):
         failure = i >= n_normal
         workers = r if failure else 2 * r
         rows.append({"count:worker": float(workers), "count:cron": float(rng.integers(0, 4))})
-        faults.append(("kill-a" if i % 2 else "kill-b") if failure else None)
+        if not failure:
+            faults.append(None)
+        elif i % 2:
+            faults.append("kill-a")
+        else:
+            faults.append("kill-b")
     is_failure = [f is not None for f in faults]
     return rows, requests, is_failure, faults
 

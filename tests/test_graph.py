@@ -229,7 +229,7 @@ def test_unix_pairs_by_socket_identity():
     assert not graph.external.any()
 
 
-def test_unix_ends_without_peer_meet_one_external_per_path():
+def test_unpaired_unix_ends_meet_externals():
     rows = [
         snapshot(2, 20, "client"),
         unix("connect", 5, 2, 20, "/run/a", sock_id=1),

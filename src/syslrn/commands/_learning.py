@@ -50,12 +50,17 @@ def table_options(args: argparse.Namespace) -> TableOptions:
 
 def add_learning_options(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
     """Add the embedding and model choice, and their parameters."""
-    what = "comma-separated list of " if several else ""
+    if several:
+        embedding_help = "embeddings of system graphs to compare, comma-separated"
+        model_help = "normal-behaviour models to compare, comma-separated"
+    else:
+        embedding_help = "embedding of system graphs"
+        model_help = "normal-behaviour model"
     parser.add_argument("--embedding", default="bag-of-nodes", metavar="NAME",
-                        help=f"{what}embedding of system graphs: "
-                             f"{', '.join(BUILTIN_EMBEDDINGS)} (default: %(default)s)")
+                        help=f"{embedding_help}: {', '.join(BUILTIN_EMBEDDINGS)} "
+                             "(default: %(default)s)")
     parser.add_argument("--model", default="linear", metavar="NAME",
-                        help=f"{what}normal-behaviour model: {', '.join(BUILTIN_MODELS)} "
+                        help=f"{model_help}: {', '.join(BUILTIN_MODELS)} "
                              "(default: %(default)s)")
     parser.add_argument("--r2-threshold", type=float, default=None, metavar="R2",
                         help="minimum R^2 of a kept feature (default: 0.9)")
@@ -126,12 +131,26 @@ def build_estimator(name: str, args: argparse.Namespace) -> NormalModel:
 
 
 def _check_params(estimator, name: str) -> None:
-    # Fit-time checks only fire after minutes of graph building; check the
-    # obvious ones now.
+    """Reject parameter values that the estimators would reject only when
+    fitting, after every trace has been read."""
     params = estimator.get_params()
     threshold = params.get("r2_threshold")
-    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise SyslrnError(f"{name}: R^2 threshold {threshold} must be within [0, 1]")
+    if threshold is not None and not _is_real(threshold, 0.0, 1.0):
+        raise SyslrnError(f"{name}: R^2 threshold {threshold!r} must be a number within [0, 1]")
+    for key in ("tolerance_k", "tolerance_floor", "stable_cv", "epsilon"):
+        if key in params and not _is_real(params[key], 0.0, math.inf):
+            raise SyslrnError(f"{name}: {key}={params[key]!r} must be a number of 0 or more")
+    for key in ("iterations", "max_iter"):
+        value = params.get(key)
+        if key in params and (not isinstance(value, int) or isinstance(value, bool)
+                              or value < 0):
+            raise SyslrnError(f"{name}: {key}={value!r} must be a whole number of 0 or more")
+
+
+def _is_real(value: Any, low: float, high: float) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return low <= float(value) <= high
 
 
 def feature_rows(runset: RunSet, runs: Sequence[Run],

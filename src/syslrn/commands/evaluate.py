@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="cross-validate detection on failure-free and failure runs",
         description=(
-            "Split the failure-free workload runs into k folds; each fold trains on "
+            "Split the failure-free workload runs into k folds. Each fold trains on "
             "the others and tests on its own runs plus every failure run. Reports "
             "recall (failure runs flagged) and selectivity (failure-free runs "
             "passed), precision and F1, overall and per fault. Several embeddings "

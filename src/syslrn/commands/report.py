@@ -16,9 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="draw a model's features and a run's system graph into an HTML report",
         description=(
             "For each kept feature, plot its value against requests with the fitted "
-            "line and tolerance band (training runs, plus the runs given, coloured by "
-            "verdict); chart the R^2 of every feature; draw one run's system graph "
-            "with node types coloured by class; and write index.html."
+            "line and tolerance band, showing the training runs and the runs given "
+            "(coloured by verdict). Also chart the R^2 of every feature, draw one "
+            "run's system graph with node types coloured by class, and write "
+            "index.html."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model file written by syslrn train")
@@ -42,14 +43,14 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         raise SyslrnError(f"output {out_dir}: exists and is not a directory")
 
-    shown = []
+    report_runs = []
     graph = None
     if args.runs:
         runset = resolve_runs(args.runs, table_options(args))
         runs = [r for r in runset.runs if r.campaign is None or r.is_experiment]
         rows = model_features(model, runset, runs)
         require_requests(runs)
-        shown = [ReportRun(r.name, r.requests, row, model.detect(row, r.requests))
+        report_runs = [ReportRun(r.name, r.requests, row, model.detect(row, r.requests))
                  for r, row in zip(runs, rows, strict=True)]
         if runset.kind == "traces":
             chosen = runs[0]
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.graph_run is not None:
         raise SyslrnError("--graph-run needs runs to choose from; give RUN arguments")
 
-    index = write_report(model, out_dir, shown, graph, title=f"syslrn model {args.model}")
+    index = write_report(model, out_dir, report_runs, graph, title=f"syslrn model {args.model}")
     figures = len(list(out_dir.glob("*.png")))
     print(f"report written to {index} ({figures} figures)")
     return 0

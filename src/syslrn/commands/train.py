@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Fewest training runs that leave a residual to judge a line by.
+#: Minimum number of training runs: a line through two runs leaves no
+#: residual to judge the fit by.
 MIN_TRAINING_RUNS = 3
 
 
@@ -38,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Build one system graph per run, embed it, fit each feature against "
             "the run's request count, and keep the features whose fit reaches the "
-            "R^2 threshold. Trains on the failure-free workload runs; runs labelled "
-            "phase=startup or phase=idle class the node types."
+            "R^2 threshold. Trains on the failure-free workload runs, while runs "
+            "labelled phase=startup or phase=idle class the node types."
         ),
     )
     parser.add_argument("runs", nargs="+", metavar="RUN",
@@ -137,8 +138,8 @@ def format_features(model: Model) -> str:
          f.reason or ""]
         for f in ordered
     ]
-    return format_table(["feature", "", "R^2", "slope", "intercept", "tolerance", "reason"],
-                        rows, right=[False, False, True, True, True, True, False])
+    headers = ["feature", "status", "R^2", "slope", "intercept", "tolerance", "reason"]
+    return format_table(headers, rows, right=[False, False, True, True, True, True, False])
 
 
 def summary(model: Model, estimator) -> str:

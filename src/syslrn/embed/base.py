@@ -50,7 +50,7 @@ class GraphEmbedding(TransformerMixin, BaseEstimator):
     """A map from system graphs to named features, as a scikit-learn transformer.
 
     Subclasses implement :meth:`features` for one graph. :meth:`fit` learns
-    the feature names seen in the training graphs (``feature_names_``);
+    the feature names seen in the training graphs (``feature_names_``).
     :meth:`transform` returns one row per graph over those names, so that
     graphs of new runs line up with the training runs.
     """

@@ -29,7 +29,7 @@ METRICS = ("recall", "selectivity", "precision", "f1")
 
 @dataclass
 class FoldResult:
-    """What one fold's detector did on its test runs."""
+    """Verdicts of one fold's detector on its test runs."""
 
     index: int
     train: tuple[int, ...]

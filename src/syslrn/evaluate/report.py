@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 #: Graphs with more nodes are drawn as one node per node type.
 MAX_DRAWN_PROCESSES = 300
-#: Most features shown in the R^2 chart (the best ones by R^2).
+#: Maximum number of features in the R^2 chart (the best ones by R^2).
 MAX_R2_BARS = 60
 
 _CLASS_COLOURS = {

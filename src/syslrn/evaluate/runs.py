@@ -10,7 +10,7 @@ with its request count and labels:
   label is true, or, without one, when its ``fault`` label is set to
   anything but ``none``.
 
-A campaign directory holds ``index.csv`` with at least the columns ``id``,
+A campaign directory contains ``index.csv`` with at least the columns ``id``,
 ``phase``, ``requests``, ``fault``, ``failure`` and ``trace`` (the trace
 path relative to the directory).
 """
@@ -93,7 +93,7 @@ class Run:
 
 @dataclass
 class RunSet:
-    """The runs of the inputs, in a stable order, and what they are."""
+    """The runs of the inputs, in a stable order, and their kind."""
 
     runs: list[Run]
     #: ``"traces"`` or ``"table"``.
@@ -171,13 +171,13 @@ def _trace_run(path: Path) -> Run:
                phase=labels.get("phase") or None, fault=fault, failure=failure, meta=meta)
 
 
-def _parse_bool(text: str, what: str) -> bool:
+def _parse_bool(text: str, field_name: str) -> bool:
     value = str(text).strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
-    raise SyslrnError(f"{what}={text!r} is not true or false")
+    raise SyslrnError(f"{field_name}={text!r} is not true or false")
 
 
 def read_campaign(directory: Path) -> list[Run]:
@@ -314,10 +314,10 @@ def _request_column(table: pa.Table, name: str, ids: list, path: Path) -> list[i
 
 
 def _few(names: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
+    listed = ", ".join(names[:limit])
     if len(names) > limit:
-        shown += f" and {len(names) - limit} more"
-    return shown
+        listed += f" and {len(names) - limit} more"
+    return listed
 
 
 def require_requests(runs: Sequence[Run]) -> None:
@@ -349,8 +349,8 @@ def load_graph(run: Run) -> SystemGraph:
     counted = trace.requests
     if counted is not None:
         if run.requests is not None and counted != run.requests:
-            log.debug("%s: trace counted %d requests, index says %d", run.name,
-                      counted, run.requests)
+            log.debug("%s: using the trace's count of %d requests over the "
+                      "campaign index's %d", run.name, counted, run.requests)
         run.requests = counted
     lost = lost_events(trace.meta)
     if lost:

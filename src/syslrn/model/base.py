@@ -3,9 +3,9 @@
 A model fits one line per feature, ``value = slope * requests +
 intercept``, keeps the features whose fit reaches the R^2 threshold, and
 learns for each a tolerance from the training residuals. When every
-training run has the same request count no line can be fitted; the model
-then expects each feature's training location and keeps the features that
-are stable across runs.
+training run has the same request count, no line can be fitted. The model
+then expects each feature at its training location and keeps the features
+that are stable across runs.
 """
 
 from __future__ import annotations
@@ -127,8 +127,7 @@ class NormalModel(BaseEstimator):
             kept = ~constant & (r2 >= self.r2_threshold)
         self.slope_, self.intercept_, self.r2_, self.scale_ = slope, intercept, r2, scale
         self.kept_ = kept
-        self.reason_ = [None if k else (CONSTANT if c else LOW_R2)
-                        for k, c in zip(kept.tolist(), constant.tolist(), strict=True)]
+        self.reason_ = _reasons(kept, np.where(constant, CONSTANT, LOW_R2))
 
     def _fit_fixed_workload(self, X: np.ndarray) -> None:
         location, scale = self._location_scale(X)
@@ -138,8 +137,7 @@ class NormalModel(BaseEstimator):
         self.intercept_, self.scale_ = location, scale
         self.r2_ = np.full(X.shape[1], np.nan)
         self.kept_ = kept
-        self.reason_ = [None if k else (ZERO if z else UNSTABLE)
-                        for k, z in zip(kept.tolist(), zero.tolist(), strict=True)]
+        self.reason_ = _reasons(kept, np.where(zero, ZERO, UNSTABLE))
 
     def _fit_lines(self, x: np.ndarray, Y: np.ndarray):
         """Fit every column of ``Y`` against ``x``.
@@ -152,3 +150,9 @@ class NormalModel(BaseEstimator):
     def _location_scale(self, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return each column's location and scale, for a fixed workload."""
         raise NotImplementedError
+
+
+def _reasons(kept: np.ndarray, rejection: np.ndarray) -> list[str | None]:
+    """Return None for each kept feature and its rejection reason otherwise."""
+    return [None if k else str(r) for k, r in zip(kept.tolist(), rejection.tolist(),
+                                                  strict=True)]

@@ -93,8 +93,8 @@ class HuberModel(NormalModel):
     def _huber_weights(self, residual: np.ndarray) -> np.ndarray:
         limit = self.epsilon * _residual_scale(residual)
         size = np.abs(residual)
-        # With a zero scale (most runs on the line) any off-line run gets
-        # weight 0; runs on the line keep weight 1.
+        # With a zero scale (most runs on the line) any run off the line gets
+        # weight 0, while runs on the line keep weight 1.
         weights = np.ones_like(residual)
         np.divide(limit * np.ones_like(residual), size, out=weights, where=size > limit)
         return weights
@@ -108,8 +108,8 @@ class HuberModel(NormalModel):
         dx = x[:, None] - x_mean
         sxx = (weights * dx**2).sum(axis=0)
         sxy = (weights * dx * (Y - y_mean)).sum(axis=0)
-        # Weights on one request count alone leave the slope undefined; keep
-        # the previous one there.
+        # Weights on one request count alone leave the slope undefined, so
+        # such features keep their previous slope.
         previous = np.zeros_like(sxx) if fallback is None else fallback
         slope = np.divide(sxy, sxx, out=previous.copy(), where=sxx > 0)
         return slope, y_mean - slope * x_mean
