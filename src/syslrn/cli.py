@@ -19,6 +19,13 @@ from syslrn.errors import SyslrnError
 COMMAND_MODULES = (
     "record",
     "trace",
+    "merge",
+    "train",
+    "detect",
+    "evaluate",
+    "report",
+    "plan",
+    "monitor",
     "campaign",
     "baseline",
 )
