@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs root and the postfix and swaks packages",
 )
 
-# Faults that fail a workload within seconds; the others make it wait for
+# Faults that fail a workload within seconds. The others make it wait for
 # its timeout and are left to the campaigns.
 QUICK_FAULTS = ["helper-fails", "mailbox-full", "size-limit", "process-limit"]
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
     reason="needs root and the openssh-server and openssh-client packages",
 )
 
-# Faults that fail a session within a second; command-hangs makes each
+# Faults that fail a session within a second. command-hangs makes each
 # session wait for the timeout and is tested with tear-down below.
 QUICK_FAULTS = [
     "command-fails",

@@ -1,10 +1,10 @@
 """Fault injectors that scenarios compose into their catalogues.
 
 Each class injects one kind of operational failure into files, mounts or
-processes that the scenario set up itself: a replaced helper program, a
-changed file mode, a full file system, worker processes killed as they
-start, a lowered process limit. ``revert`` puts back what ``apply`` changed
-and does nothing when the fault is not applied.
+processes that the scenario set up itself. The kinds are a replaced
+helper program, a changed file mode, a full file system, worker processes
+killed as they start and a lowered process limit. ``revert`` puts back
+what ``apply`` changed, and does nothing when the fault is not applied.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class HostFault(Fault):
     after a configuration edit or a restart after workers were killed.
     """
 
-    def __init__(self, name: str, description: str, *, after_apply: Hook | None = None,
-                 after_revert: Hook | None = None):
+    def __init__(self, name: str, description: str, *,
+                 after_apply: Hook | None = None, after_revert: Hook | None = None):
         self.name = name
         self.description = description
         self.after_apply = after_apply
@@ -67,10 +67,16 @@ class HostFault(Fault):
 
 
 class FunctionFault(HostFault):
-    """A fault given by two functions, for changes specific to one application."""
+    """A fault given by two functions, for changes specific to one application.
 
-    def __init__(self, name: str, description: str, apply: Hook, revert: Hook):
-        super().__init__(name, description)
+    Pass the step that makes the application notice the change (a reload)
+    as ``after_apply``, not inside ``apply``: a fault counts as applied once
+    ``apply`` returns, so that :meth:`revert` undoes it even if that step fails.
+    """
+
+    def __init__(self, name: str, description: str, apply: Hook, revert: Hook,
+                 **hooks):
+        super().__init__(name, description, **hooks)
         self._apply_function = apply
         self._revert_function = revert
 
@@ -168,7 +174,8 @@ class KillProcesses(HostFault):
     A thread polls the children of ``parent()`` every ``interval`` seconds
     and kills those whose comm is in ``comms`` (every child when ``comms``
     is None), as an out-of-memory killer or an operator's stray ``kill``
-    would. It runs from :meth:`apply` until :meth:`revert`.
+    would. It runs from :meth:`apply` until :meth:`revert`. A worker that
+    starts and exits within one interval escapes it.
     """
 
     def __init__(self, name: str, description: str, parent: Callable[[], int], *,
@@ -208,11 +215,12 @@ class KillProcesses(HostFault):
 class LowerProcessLimit(HostFault):
     """Lower the soft RLIMIT_NPROC of running processes.
 
-    Children inherit the limit, and the kernel applies it to the real user
-    a child switches to: once that user runs ``nproc`` processes, its fork
-    fails with EAGAIN, and so does an exec right after the switch. Only the
-    soft limit moves, because raising it back up to the unchanged hard limit
-    needs no privilege (this host's root lacks CAP_SYS_RESOURCE).
+    Children inherit the limit, and the kernel checks it against their real
+    user: a fork fails with EAGAIN once that user runs ``nproc`` processes,
+    and so does an exec right after a switch to a user who runs more. Only the
+    soft limit moves: raising it back up to the unchanged hard limit needs
+    no privilege, while raising a hard limit needs CAP_SYS_RESOURCE, which
+    root inside a container may lack.
     """
 
     def __init__(self, name: str, description: str, pids: Callable[[], list[int]],
@@ -251,4 +259,4 @@ def _replace(path: Path, data: bytes) -> None:
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise ScenarioError(f"cannot replace {path}: {exc.strerror}") from None
+        raise ScenarioError(f"failed to replace {path}: {exc.strerror}") from None

@@ -34,7 +34,7 @@ INSTANCE_ENV = "SYSLRN_INSTANCE"
 def ensure_system_user(
     name: str, home: str | os.PathLike, shell: str
 ) -> pwd.struct_passwd:
-    """Create a system user with its own group unless it exists; return it.
+    """Create a system user with its own group unless it exists, and return it.
 
     The password field is ``*`` (no password) rather than useradd's ``!``,
     because sshd without PAM refuses every login to an account whose
@@ -49,7 +49,7 @@ def ensure_system_user(
 
     log.info("creating system user %s (home %s)", name, home)
     run_command(["useradd", "--system", "--user-group", "--no-create-home",
-          "--home-dir", os.fspath(home), "--shell", shell, name])
+                 "--home-dir", os.fspath(home), "--shell", shell, name])
     run_command(["usermod", "--password", "*", name])
     return pwd.getpwnam(name)
 
@@ -66,16 +66,6 @@ def make_shared_dir(prefix: str, parent: str | os.PathLike | None = None) -> Pat
     return path
 
 
-def check_traversable(path: Path) -> None:
-    """Raise unless every directory above ``path`` lets other users search it."""
-    for parent in path.resolve().parents:
-        if not parent.stat().st_mode & 0o001:
-            raise ScenarioError(
-                f"directory {parent} is not searchable by other users (mode "
-                f"{parent.stat().st_mode & 0o777:o}); choose a parent with o+x"
-            )
-
-
 def chown(path: str | os.PathLike, user: pwd.struct_passwd, mode: int) -> None:
     """Give ``path`` to ``user`` and its primary group with ``mode``."""
     os.chown(path, user.pw_uid, user.pw_gid)
@@ -90,11 +80,11 @@ def mount_tmpfs(path: str | os.PathLike, size: str, *, uid: int = 0, gid: int = 
 
 
 def unmount(path: str | os.PathLike) -> None:
-    """Unmount ``path``; detach it lazily when a process still holds a file on it."""
+    """Unmount ``path``, or detach it lazily when a process has a file open on it."""
     result = subprocess.run(["umount", os.fspath(path)], capture_output=True,
                             text=True, check=False)
     if result.returncode != 0:
-        log.warning("umount %s failed (%s); detaching it lazily", path,
+        log.warning("umount %s failed (%s), so it is detached lazily", path,
                     result.stderr.strip())
         run_command(["umount", "--lazy", os.fspath(path)])
 
@@ -151,12 +141,14 @@ def child_pids(pid: int) -> list[int]:
 def descendant_pids(pid: int) -> list[int]:
     """Return the PIDs of the children of ``pid``, their children, and so on."""
     found: list[int] = []
+    seen: set[int] = set()
     pending = child_pids(pid)
     # Bounded by the PID space: each PID is visited once.
     while pending:
         child = pending.pop()
-        if child in found:
+        if child in seen:
             continue
+        seen.add(child)
         found.append(child)
         pending.extend(child_pids(child))
     return found
@@ -197,10 +189,12 @@ def is_alive(pid: int) -> bool:
 def instance_processes(instance: str, uid: int | None = None) -> list[int]:
     """Return the live processes whose environment tags them with ``instance``.
 
-    Every process a scenario starts inherits ``SYSLRN_INSTANCE=<instance>``,
-    including helpers that detached into their own session or were
-    re-parented to init, so this finds them where a walk down the process
-    tree would not. ``uid`` keeps only processes of that real user.
+    A scenario starts its server with ``SYSLRN_INSTANCE=<instance>`` in the
+    environment, and the children inherit it, including helpers that
+    detached into their own session or were re-parented to init. So this
+    finds them where a walk down the process tree would not. It misses
+    processes that overwrite their environment, as sshd does with its
+    process titles. ``uid`` keeps only processes of that real user.
     """
     tag = f"{INSTANCE_ENV}={instance}".encode()
     found = []
@@ -223,7 +217,7 @@ def instance_processes(instance: str, uid: int | None = None) -> list[int]:
 
 
 def kill_processes(pids: Iterable[int], sig: int = signal.SIGKILL) -> int:
-    """Send ``sig`` to each of ``pids``; return how many were still there."""
+    """Send ``sig`` to each of ``pids`` and return how many were still there."""
     sent = 0
     for pid in pids:
         try:
@@ -239,7 +233,7 @@ def kill_instance(instance: str, uid: int | None = None, *, grace: float = 0.0,
     """Kill every process tagged with ``instance`` and wait until they are gone.
 
     Processes get ``grace`` seconds to exit on their own first, for example
-    the daemons of a server whose master was just told to stop.
+    the daemons of a server whose master process was just sent SIGTERM.
     """
     if grace > 0:
         deadline = time.monotonic() + grace
@@ -295,7 +289,7 @@ def wait_for_listen(port: int, host: str = "127.0.0.1", timeout: float = 30.0,
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
                interval: float = 0.05) -> None:
-    """Poll ``predicate`` until it is true; raise naming ``what`` after ``timeout``."""
+    """Poll ``predicate`` until it is true, or raise naming ``what`` at ``timeout``."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -320,7 +314,7 @@ def _proc_net_addr(host: str) -> str:
 
 
 def run_command(argv: list[str]) -> None:
-    """Run a set-up command; raise with its output when it fails."""
+    """Run a set-up command, and raise with its output when it fails."""
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ScenarioError(

@@ -1,14 +1,14 @@
 """Postfix: a private mail system on loopback whose deliveries run a helper.
 
 The scenario runs its own Postfix instance (``master -c CONFIG``) with its
-own configuration, queue and data directories in the work directory. smtpd
+own configuration and queue directories in the work directory. smtpd
 listens on 127.0.0.1 on a free port and accepts mail for ``localhost``
-only. Each request is one SMTP session with one message, sent by swaks; on
-its way the message crosses smtpd, cleanup, trivial-rewrite, qmgr and
-local, and local pipes it through an alias ``sink: "|deliver"`` to a shell
-script that stores it in a Maildir-style mailbox with date, cat and mv.
-So every request spawns helper processes, and its log lines carry the
-queue id that Postfix assigned to it.
+only. Each request is one SMTP session with one message, sent by swaks.
+The message crosses smtpd, cleanup, trivial-rewrite, qmgr and local. Then
+local pipes it, through the alias ``sink: "|deliver"``, to a shell script
+that stores it in a Maildir-style mailbox with date, cat and mv. So every
+request spawns helper processes, and its log lines carry the queue id
+that Postfix assigned to it.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ SENDER = "driver@localhost"
 # Header that carries each request's token into the mailbox.
 REQUEST_HEADER = "X-Syslrn-Request"
 
-# A sun_path holds 108 bytes with its terminating NUL; Postfix daemons reach
-# the postlog socket by its full path.
+# A sun_path has room for 108 bytes including the terminating NUL, and
+# Postfix daemons reach the postlog socket by its full path.
 _MAX_SOCKET_PATH = 107
 
 _QUEUED = re.compile(r"queued as ([0-9A-F]{6,})")
@@ -130,8 +130,8 @@ class PostfixScenario(Scenario):
     Parameters
     ----------
     workdir : path
-        Directory for the configuration, the queue, the data directory and
-        the logs. It is created if missing.
+        Directory for the configuration, the queue and the logs. It is
+        created if missing.
     timeout : float, default=30
         Seconds a workload waits for its messages, from its first session
         to the last delivery. Undelivered messages count as errors.
@@ -303,7 +303,7 @@ class PostfixScenario(Scenario):
                 host.unmount(mount)
             shutil.rmtree(self.shared_dir, ignore_errors=True)
             self.shared_dir = None
-        # The logs stay for the campaign to collect; the rest goes.
+        # The logs stay for the campaign to collect, and the rest goes.
         for path in (self.config_dir, self.queue_dir):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -406,8 +406,8 @@ class PostfixScenario(Scenario):
         os.kill(self.master_pid, signal.SIGHUP)
         host.wait_until(lambda: host.count_lines(self.maillog, pattern) > before,
                         10.0, "postfix to log its reload")
-        # Services of the old generation exit once idle; wait for them, so
-        # that no session is served with the old configuration.
+        # Services of the old generation exit once idle. Waiting for them
+        # ensures that no session is served with the old configuration.
         host.wait_until(lambda: not any(host.is_alive(pid) for pid in old), 10.0,
                         "postfix services of the old configuration to exit")
 
@@ -451,7 +451,10 @@ class PostfixScenario(Scenario):
 
     def _await_delivery(self, sessions: list[_Session], log_offset: int,
                         deadline: float) -> list[str]:
-        """Wait until each accepted message is stored or failed; return the errors."""
+        """Wait until each accepted message is stored or has failed.
+
+        Return the errors of all sessions, rejected ones included.
+        """
         errors = [f"{s.token}: {s.error}" for s in sessions if s.error]
         pending = {s.token: s for s in sessions if s.queue_id}
         failed: dict[str, str] = {}
@@ -513,18 +516,16 @@ class PostfixScenario(Scenario):
 
     def _make_faults(self) -> list[Fault]:
         user = self._user
-        kill_helpers = {"after_revert": lambda: host.kill_instance(
+        kill_helpers_on_revert = {"after_revert": lambda: host.kill_instance(
             self.instance, uid=user.pw_uid)}
         size_limit = {}
 
         def shrink_size_limit() -> None:
             size_limit["saved"] = _postconf_value(self.config_dir, "message_size_limit")
             self._run("postconf", "-e", "message_size_limit = 1024")
-            self._reload()
 
         def restore_size_limit() -> None:
             self._run("postconf", "-e", f"message_size_limit = {size_limit['saved']}")
-            self._reload()
 
         return [
             ReplaceFile(
@@ -535,9 +536,9 @@ class PostfixScenario(Scenario):
             ),
             ReplaceFile(
                 "helper-hangs",
-                "the delivery helper never returns; local(8) kills it after "
+                "the delivery helper never returns, so local(8) kills it after "
                 "command_time_limit and bounces the message",
-                self.deliver_path, HANGING_SCRIPT, **kill_helpers,
+                self.deliver_path, HANGING_SCRIPT, **kill_helpers_on_revert,
             ),
             KillProcesses(
                 "worker-killed",
@@ -552,7 +553,7 @@ class PostfixScenario(Scenario):
                 "mailbox-full",
                 "the mailbox file system is full, so the helper cannot store "
                 "messages and they are deferred",
-                self.mailbox, subdirs=("tmp", "new"), **kill_helpers,
+                self.mailbox, subdirs=("tmp", "new"), **kill_helpers_on_revert,
             ),
             ChangeMode(
                 "spool-permission",
@@ -566,6 +567,7 @@ class PostfixScenario(Scenario):
                 "message_size_limit is set to 1024 bytes (a value meant in "
                 "kilobytes), so smtpd rejects every message as too large",
                 shrink_size_limit, restore_size_limit,
+                after_apply=self._reload, after_revert=self._reload,
             ),
             LowerProcessLimit(
                 "process-limit",
@@ -588,7 +590,7 @@ def _postconf_default(name: str) -> str:
     result = subprocess.run([require_binary("postconf"), "-dh", name],
                             capture_output=True, text=True, check=False)
     if result.returncode != 0 or not result.stdout.strip():
-        raise ScenarioError(f"postconf cannot tell the default {name}: "
+        raise ScenarioError(f"postconf failed to read the default {name}: "
                             f"{result.stderr.strip()}")
     return result.stdout.strip()
 
@@ -597,7 +599,7 @@ def _postconf_value(config_dir: Path, name: str) -> str:
     argv = [require_binary("postconf"), "-c", str(config_dir), "-h", name]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise ScenarioError(f"postconf cannot read {name} in {config_dir}: "
+        raise ScenarioError(f"postconf failed to read {name} in {config_dir}: "
                             f"{result.stderr.strip()}")
     return result.stdout.strip()
 

@@ -4,10 +4,11 @@ The scenario runs its own sshd (``sshd -D -f CONFIG -E LOG``) with host
 keys, configuration and log in the work directory. It listens on 127.0.0.1
 on a free port and lets one user, ``syslrn-ssh``, log in with a key pair
 that the scenario generates. Each request is one ssh session that runs a
-small task: the listener forks a privileged monitor, which forks the
-unprivileged child that authenticates, then the session child that runs
-the user's shell, and the shell runs the task, a script that counts the
-entries of ``/`` through a scratch file with ls, wc, cat and rm.
+small task. The listener forks a privileged monitor per connection. The
+monitor forks an unprivileged child for the protocol before
+authentication, and then the session child, which runs the user's shell.
+The shell runs the task, a script that counts the entries of ``/``
+through a scratch file with ls, wc, cat and rm.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ class SshScenario(Scenario):
         Directory for the keys, the configuration and the logs. It is
         created if missing.
     timeout : float, default=30
-        Seconds a workload waits for its sessions. Sessions still running
-        then are killed and count as errors.
+        Seconds a workload waits for its sessions. The clients of sessions
+        still running then are killed, and those sessions count as errors.
     parallel : int, default=16
         Maximum number of ssh sessions open at once.
 
@@ -247,7 +248,8 @@ class SshScenario(Scenario):
                 host.unmount(mount)
             shutil.rmtree(self.shared_dir, ignore_errors=True)
             self.shared_dir = None
-        # The log stays for the campaign to collect; keys and configuration go.
+        # The log stays for the campaign to collect, but keys and
+        # configuration go.
         for path in (self.host_key, self.host_key.with_suffix(".pub"), self.client_key,
                      self.client_key.with_suffix(".pub"), self.known_hosts,
                      self.config_path):
@@ -315,7 +317,7 @@ class SshScenario(Scenario):
             "PrintMotd no",
             "PrintLastLog no",
             "LogLevel VERBOSE",
-            # Session processes get the instance tag; sshd's own processes
+            # Session processes get the instance tag. sshd's own processes
             # overwrite their environment with their process titles.
             f"SetEnv {host.INSTANCE_ENV}={self.instance}",
             "",
@@ -406,21 +408,20 @@ class SshScenario(Scenario):
         def restrict_algorithms() -> None:
             with open(self.config_path, "a") as config:
                 config.write("PubkeyAcceptedAlgorithms rsa-sha2-512,rsa-sha2-256\n")
-            self._reload()
+
+        def add_typo() -> None:
+            with open(self.config_path, "a") as config:
+                config.write(_TYPO)
 
         def restore_config() -> None:
             self.config_path.write_text(self._sshd_config())
-            self._reload()
 
-        def reload_with_typo() -> None:
-            with open(self.config_path, "a") as config:
-                config.write(_TYPO)
+        def reload_until_exit() -> None:
             os.kill(self.sshd_pid, signal.SIGHUP)
             host.wait_until(lambda: self._sshd.poll() is not None, 10.0,
                             "sshd to exit on its invalid configuration")
 
-        def restart_with_config() -> None:
-            self.config_path.write_text(self._sshd_config())
+        def restart() -> None:
             self._stop_sshd()
             self._start_sshd()
 
@@ -458,12 +459,14 @@ class SshScenario(Scenario):
                 "PubkeyAcceptedAlgorithms is restricted to RSA on reload, which "
                 "locks out the user's Ed25519 key",
                 restrict_algorithms, restore_config,
+                after_apply=self._reload, after_revert=self._reload,
             ),
             FunctionFault(
                 "config-typo",
                 "sshd is sent SIGHUP after a typo in sshd_config and exits, so "
                 "connections are refused",
-                reload_with_typo, restart_with_config,
+                add_typo, restore_config,
+                after_apply=reload_until_exit, after_revert=restart,
             ),
             LowerProcessLimit(
                 "process-limit",
