@@ -13,7 +13,11 @@ from syslrn.scenarios.base import Scenario
 from syslrn.scenarios.support import ScenarioError
 
 #: Scenario name -> "module:class" of its implementation.
-SCENARIOS = {"postgres": "syslrn.scenarios.postgres:PostgresScenario"}
+SCENARIOS = {
+    "postgres": "syslrn.scenarios.postgres:PostgresScenario",
+    "postfix": "syslrn.scenarios.postfix:PostfixScenario",
+    "ssh": "syslrn.scenarios.ssh:SshScenario",
+}
 
 
 def scenario_class(name: str) -> type[Scenario]:
