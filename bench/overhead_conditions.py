@@ -183,13 +183,17 @@ class FullRecorder(Condition):
 
 
 class Bpftrace(Condition):
-    """A bpftrace one-liner that prints one line per accept of redis-server
-    to a file: the per-event output a general tracer gives."""
+    """A bpftrace one-liner that prints one line per connection redis-server
+    accepts to a file: the per-event output a general tracer gives.
+
+    redis accepts until accept4 fails with EAGAIN, so the filter leaves the
+    failed calls out of the output; the program still runs on them.
+    """
 
     name = "bpftrace"
     label = "bpftrace printf"
     PROGRAM = (
-        "tracepoint:syscalls:sys_exit_accept4 /pid == {pid}/ "
+        "tracepoint:syscalls:sys_exit_accept4 /pid == {pid} && args->ret >= 0/ "
         '{{ printf("%llu %d %s %d\\n", nsecs, pid, comm, args->ret); }}'
     )
 

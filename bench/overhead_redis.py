@@ -115,6 +115,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="training runs per size (default: %(default)s)",
     )
     parser.add_argument(
+        "--quiet-host-wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="before each condition, wait up to this long for other processes' "
+        "tracepoint programs to detach (default: %(default)s)",
+    )
+    parser.add_argument(
         "--bpf-stats",
         action="store_true",
         help="enable the kernel's BPF run-time statistics and report each "
@@ -291,20 +299,57 @@ def run_rounds(
 
     rounds = []
     names = list(conditions)
-    for index in range(args.rounds):
-        shift = index % len(names)
-        order = names[shift:] + names[:shift]
+    for index, order in enumerate(round_orders(len(names), args.rounds)):
+        order = [names[i] for i in order]
         runs = {}
         for name in order:
             time.sleep(SETTLE_S)
+            wait_for_quiet_host(args.quiet_host_wait)
             runs[name] = measure(
                 conditions[name], server, workdir, args.operations,
                 args.requests, args.clients, args.bpf_stats,
             )  # fmt: skip
+            # Dirty pages of the last condition (the log, a trace) are
+            # written back now rather than during the next one.
+            os.sync()
             rates = {op: round(r["rps"]) for op, r in runs[name]["ops"].items()}
             log.info("round %d %s: %s %s", index + 1, name, rates, runs[name]["facts"])
         rounds.append({"round": index + 1, "order": order, "runs": runs})
     return rounds
+
+
+def round_orders(conditions: int, rounds: int) -> list[list[int]]:
+    """Return the order of the conditions in each round: the rows of a
+    Williams Latin square, repeated as needed.
+
+    Every condition comes once at every position, as in a plain rotation,
+    and, unlike a rotation, after every other condition once (for an odd
+    count, over twice as many rows), so whatever a condition leaves behind
+    (page cache, a busy CPU) does not always fall on the same neighbour.
+    """
+    base = [0]
+    low, high = 1, conditions - 1
+    while len(base) < conditions:
+        base.append(low)
+        low += 1
+        if len(base) < conditions:
+            base.append(high)
+            high -= 1
+    rows = [[(b + shift) % conditions for b in base] for shift in range(conditions)]
+    if conditions % 2:
+        rows += [row[::-1] for row in rows]
+    return [rows[i % len(rows)] for i in range(rounds)]
+
+
+def wait_for_quiet_host(timeout: float) -> None:
+    """Wait up to ``timeout`` seconds until no other process has tracepoint
+    programs attached; they would run on redis's system calls too."""
+    deadline = time.monotonic() + timeout
+    while foreign_tracepoints({os.getpid()}):
+        if time.monotonic() >= deadline:
+            log.info("other tracepoint programs still attached; measuring anyway")
+            return
+        time.sleep(0.5)
 
 
 def report(args, results: dict[str, Any]) -> str:
@@ -339,6 +384,17 @@ def report(args, results: dict[str, Any]) -> str:
         f"\n{shared} of {len(runs)} condition runs overlapped tracepoint programs "
         "of other processes on the host (listed per run in the JSON results)."
     )
+    clean = results["summary_clean"]
+    if shared and clean["rps"]["baseline"]:
+        parts += [
+            "",
+            "The same drops from the runs that overlapped no other tracepoint "
+            "program, against a baseline that did not either (n: rounds):",
+            "",
+            overhead_stats.drop_table(
+                clean, args.conditions, labels, args.operations, show_n=True
+            ),
+        ]
     for condition, target in TARGETS.items():
         drop = summary["drop_pct"].get(condition, {}).get(overhead_stats.ALL)
         if drop is not None:
@@ -396,11 +452,15 @@ def main(argv: list[str] | None = None) -> int:
         "train_sizes": args.train_sizes if args.model is None else None,
         "train_runs": args.train_runs if args.model is None else None,
         "bpf_stats": args.bpf_stats,
+        "quiet_host_wait_s": args.quiet_host_wait,
         "elapsed_s": time.monotonic() - started,
     }
     results["rounds"] = rounds
     results["summary"] = overhead_stats.summarize(
         rounds, args.conditions, args.operations
+    )
+    results["summary_clean"] = overhead_stats.summarize(
+        rounds, args.conditions, args.operations, clean_only=True
     )
     print(report(args, results))
     if args.json:

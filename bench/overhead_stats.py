@@ -66,7 +66,10 @@ def round_costs(run: dict[str, Any], operations: Sequence[str]) -> dict[str, flo
 
 
 def summarize(
-    rounds: list[dict[str, Any]], conditions: Sequence[str], operations: Sequence[str]
+    rounds: list[dict[str, Any]],
+    conditions: Sequence[str],
+    operations: Sequence[str],
+    clean_only: bool = False,
 ) -> dict[str, Any]:
     """Summarize the rounds: rates, drops and CPU costs per condition.
 
@@ -79,6 +82,10 @@ def summarize(
     conditions : sequence of str
         Condition names; ``baseline`` must be among them.
     operations : sequence of str
+    clean_only : bool
+        Use only runs during which no other process had tracepoint programs
+        attached (an empty ``foreign`` list), and only rounds whose baseline
+        is such a run.
 
     Returns
     -------
@@ -97,6 +104,8 @@ def summarize(
     costs = {c: {} for c in conditions}
     for round_ in rounds:
         runs = round_["runs"]
+        if clean_only:
+            runs = {c: run for c, run in runs.items() if not run.get("foreign")}
         if "baseline" not in runs:
             continue
         base_rate = round_rates(runs["baseline"], operations)
@@ -160,14 +169,20 @@ def summarize_bpf(
     return result
 
 
-def _cell(stats: dict[str, float] | None, digits: int, thousands: bool = False) -> str:
+def _cell(
+    stats: dict[str, float] | None,
+    digits: int,
+    thousands: bool = False,
+    show_n: bool = False,
+) -> str:
     if stats is None:
         return "n/a"
     form = f"{{:,.{digits}f}}" if thousands else f"{{:.{digits}f}}"
-    return (
+    text = (
         f"{form.format(stats['median'])} "
         f"[{form.format(stats['q1'])}, {form.format(stats['q3'])}]"
     )
+    return f"{text} n={stats['n']}" if show_n else text
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -181,10 +196,12 @@ def drop_table(
     conditions: Sequence[str],
     labels: dict[str, str],
     operations: Sequence[str],
+    show_n: bool = False,
 ) -> str:
     """Lay out baseline requests/s and each condition's drop as Markdown.
 
-    Cells are the median over rounds with the quartiles in brackets.
+    Cells are the median over rounds with the quartiles in brackets and,
+    with ``show_n``, the number of rounds.
     """
     others = [c for c in conditions if c != "baseline"]
     header = [
@@ -195,9 +212,12 @@ def drop_table(
     rows = []
     for op in [*operations, ALL]:
         row = [op.upper() if op != ALL else "all four"]
-        row.append(_cell(summary["rps"]["baseline"].get(op), 0, thousands=True))
+        row.append(
+            _cell(summary["rps"]["baseline"].get(op), 0, thousands=True, show_n=show_n)
+        )
         for condition in others:
-            row.append(_cell(summary["drop_pct"].get(condition, {}).get(op), 1))
+            drop = summary["drop_pct"].get(condition, {}).get(op)
+            row.append(_cell(drop, 1, show_n=show_n))
         rows.append(row)
     return _markdown(header, rows)
 

@@ -7,6 +7,7 @@ summary has a row per operation. They make no timing assertion.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import sys
@@ -126,12 +127,28 @@ def test_summary_drops_against_same_round():
     )
 
 
+@pytest.mark.parametrize("conditions", [2, 5, 6])
+def test_round_orders_balance_positions_and_neighbours(conditions):
+    rows = 2 * conditions if conditions % 2 else conditions
+    orders = overhead_redis.round_orders(conditions, rows)
+
+    each = rows // conditions
+    for position in range(conditions):
+        assert sorted(order[position] for order in orders) == sorted(
+            list(range(conditions)) * each
+        )
+    followers = [(a, b) for order in orders for a, b in itertools.pairwise(order)]
+    distinct = {(a, b) for a in range(conditions) for b in range(conditions) if a != b}
+    assert set(followers) == distinct
+    assert len(followers) == len(distinct) * each
+
+
 def _main(tmp_path, *args) -> dict:
     output = tmp_path / "results.json"
     plot = tmp_path / "drops.png"
     status = overhead_redis.main(
         ["--rounds", "1", "--requests", str(REQUESTS), "--json", str(output),
-         "--plot", str(plot), *args]
+         "--plot", str(plot), "--quiet-host-wait", "0", *args]
     )  # fmt: skip
     assert status == 0
     assert plot.stat().st_size > 0
