@@ -86,6 +86,9 @@ class RingBuffer:
             del window
         if count:
             struct.pack_into("<Q", self._consumer, 0, consumer + count * self.stride)
+        if len(payload) == 0:
+            # The head record is still being written, or all were discarded.
+            return np.empty(0, dtype=f"V{self.record_size}")
         raw = payload.view(np.uint8).reshape(len(payload), -1)[:, : self.record_size]
         return np.ascontiguousarray(raw).view(f"V{self.record_size}").reshape(-1)
 
