@@ -129,6 +129,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "program's run count and time (adds two clock reads per program run)",
     )
     parser.add_argument("--json", type=Path, help="write all results to this file")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="measure nothing: summarize, tabulate and plot the results in FILE",
+    )
     parser.add_argument("--plot", type=Path, help="draw the drops to this PNG file")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = parser.parse_args(argv)
@@ -406,12 +412,9 @@ def report(args, results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s: %(message)s",
-    )
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """Train the monitor's model if needed and run the rounds; return the
+    results without their summaries."""
     if "bpftrace" in args.conditions and (reason := Bpftrace.available()):
         print(f"overhead_redis: leaving bpftrace out: {reason}", file=sys.stderr)
         args.conditions.remove("bpftrace")
@@ -456,6 +459,24 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": time.monotonic() - started,
     }
     results["rounds"] = rounds
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        # The stored run decides what was measured, not the command line.
+        for key in ("rounds", "conditions", "operations"):
+            setattr(args, key, results["config"][key])
+    else:
+        results = collect(args)
+
+    rounds = results["rounds"]
     results["summary"] = overhead_stats.summarize(
         rounds, args.conditions, args.operations
     )

@@ -304,29 +304,57 @@ def plot(
     others = [c for c in conditions if c != "baseline"]
     near_zero = [c for c in others if c in ("monitor", "recorder", "repeat")]
     fig, axes = plt.subplots(
-        1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]}
+        1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [3, 2, 2]}
     )
     _draw_drops(axes[0], summary, rounds, others, labels, operations)
     _draw_drops(axes[1], summary, rounds, near_zero, labels, operations)
     for condition, target in targets.items():
         if condition in near_zero:
             axes[1].axhline(target, color=COLORS[condition], ls="--", lw=1)
-    for ax in axes:
-        ax.axhline(0, color="black", lw=0.8)
+    for ax in axes[:2]:
         ax.set_xticks(range(len(rows)), [_row_name(op) for op in rows])
         ax.set_ylabel("throughput drop against the round's baseline (%)")
+    _draw_costs(axes[2], summary, others, labels)
+    for ax in axes:
+        ax.axhline(0, color="black", lw=0.8)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    axes[0].set_title("all conditions")
-    axes[1].set_title("near zero; dashed lines: targets")
+    axes[0].set_title("throughput, all conditions")
+    axes[1].set_title("throughput, near zero; dashed lines: targets")
+    axes[2].set_title("CPU time per request, all four tests")
     fig.suptitle(
         "redis-server under redis-benchmark (50 clients, a connection per "
         "request): median over rounds, whiskers are quartiles, dots are rounds",
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _draw_costs(ax, summary, shown, labels) -> None:
+    """Bars of the CPU time increase per request: redis-server alone (solid)
+    and all processes (hatched), per condition."""
+    width = 0.4
+    for j, condition in enumerate(shown):
+        cost = summary["cost"].get(condition, {})
+        for offset, key, hatch in (
+            (-width / 2, "server_increase_pct", None),
+            (width / 2, "total_increase_pct", "//"),
+        ):
+            if key not in cost:
+                continue
+            stats = cost[key]
+            ax.bar(
+                j + offset, stats["median"], width, color=COLORS.get(condition),
+                alpha=0.8, hatch=hatch, edgecolor="black", lw=0.5,
+                yerr=[[stats["median"] - stats["q1"]], [stats["q3"] - stats["median"]]],
+                capsize=2,
+            )  # fmt: skip
+    ax.set_xticks(range(len(shown)), [labels[c] for c in shown], rotation=20)
+    ax.set_ylabel("increase against the round's baseline (%)")
+    ax.bar(0, 0, 0, color="white", edgecolor="black", label="redis-server")
+    ax.bar(0, 0, 0, color="white", edgecolor="black", hatch="//", label="all processes")
 
 
 def _row_name(op: str) -> str:
