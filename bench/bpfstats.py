@@ -2,8 +2,9 @@
 
 The kernel counts both per program only while run-time statistics are
 enabled. :class:`RuntimeStats` enables them through ``bpf_enable_stats``,
-whose file descriptor keeps them on until it is closed; a crashed run thus
-leaves the host setting (``kernel.bpf_stats_enabled``) as it found it.
+whose file descriptor keeps them on until it is closed. A crashed run
+therefore leaves the host setting (``kernel.bpf_stats_enabled``) as it
+found it.
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ def difference(
 
 
 def tracepoint_attachments() -> list[dict[str, Any]]:
-    """Return the tracepoint programs attached on the host, with the pid that
-    holds each, as ``bpftool perf show`` lists them."""
+    """Return the tracepoint programs attached on the host, each with the pid
+    of the process that attached it, as ``bpftool perf show`` lists them."""
     done = subprocess.run(
         ["bpftool", "perf", "show", "--json"], capture_output=True, text=True
     )

@@ -1,4 +1,4 @@
-"""What runs beside redis-server in each condition of the overhead benchmark.
+"""The conditions of the overhead benchmark: what runs beside redis-server.
 
 A condition is set up before a round's four redis-benchmark tests and torn
 down after them; set-up and tear-down are not timed. :meth:`Condition.stop`
@@ -41,7 +41,8 @@ class Condition:
         return {}
 
     def bpf_owner(self) -> int | None:
-        """Return the pid that holds this condition's BPF programs, if any."""
+        """Return the pid of the process whose file descriptors keep this
+        condition's BPF programs loaded, if any."""
         return None
 
     def tool_pids(self) -> list[int]:
@@ -223,7 +224,7 @@ class Bpftrace(Condition):
 
         bpftrace prints "Attaching N probes..." before it attaches, and it
         buffers the lines it writes to a file, so the output shows neither
-        moment; ``bpftool perf show`` lists the attachment itself.
+        moment. ``bpftool perf show`` lists the attachment itself.
         """
         deadline = time.monotonic() + ATTACH_TIMEOUT_S
         while not self._attached():

@@ -363,8 +363,10 @@ def report(args, results: dict[str, Any]) -> str:
     summary = results["summary"]
     parts = []
     if "model" in results:
-        kept = [f["name"] for f in results["model"]["features"] if f.get("kept")]
-        parts += [f"Monitor model: kept features {', '.join(kept)}.", ""]
+        kept_features = [
+            f["name"] for f in results["model"]["features"] if f.get("kept")
+        ]
+        parts += [f"Monitor model: kept features {', '.join(kept_features)}.", ""]
     parts += [
         "Throughput drop against the same round's baseline, in %: median over "
         f"{args.rounds} rounds [quartiles]. Positive is slower.",

@@ -48,7 +48,7 @@ def round_costs(run: dict[str, Any], operations: Sequence[str]) -> dict[str, flo
     """Return a condition's CPU cost in one round, over all operations.
 
     ``server_us`` is redis-server's CPU time per request and ``total_us``
-    adds redis-benchmark's and the monitoring tool's, in microseconds;
+    adds redis-benchmark's and the monitoring tool's, in microseconds.
     ``wait_pct`` is the share of wall-clock time redis-server waited for a
     CPU, which shows how much other load there was.
     """
@@ -95,7 +95,7 @@ def summarize(
         ``"all"``; ``cost[condition][measure]`` with the measures of
         :func:`round_costs` and ``server_increase_pct`` and
         ``total_increase_pct`` against the baseline. Each is a
-        :func:`spread` over rounds. ``bpf[condition][program]`` holds run
+        :func:`spread` over rounds. ``bpf[condition][program]`` contains run
         counts and times when program statistics were collected.
     """
     rows = [*operations, ALL]
@@ -332,11 +332,11 @@ def plot(
     plt.close(fig)
 
 
-def _draw_costs(ax, summary, shown, labels) -> None:
+def _draw_costs(ax, summary, conditions_drawn, labels) -> None:
     """Bars of the CPU time increase per request: redis-server alone (solid)
     and all processes (hatched), per condition."""
     width = 0.4
-    for j, condition in enumerate(shown):
+    for j, condition in enumerate(conditions_drawn):
         cost = summary["cost"].get(condition, {})
         for offset, key, hatch in (
             (-width / 2, "server_increase_pct", None),
@@ -351,7 +351,9 @@ def _draw_costs(ax, summary, shown, labels) -> None:
                 yerr=[[stats["median"] - stats["q1"]], [stats["q3"] - stats["median"]]],
                 capsize=2,
             )  # fmt: skip
-    ax.set_xticks(range(len(shown)), [labels[c] for c in shown], rotation=20)
+    ax.set_xticks(
+        range(len(conditions_drawn)), [labels[c] for c in conditions_drawn], rotation=20
+    )
     ax.set_ylabel("increase against the round's baseline (%)")
     ax.bar(0, 0, 0, color="white", edgecolor="black", label="redis-server")
     ax.bar(0, 0, 0, color="white", edgecolor="black", hatch="//", label="all processes")
@@ -361,12 +363,12 @@ def _row_name(op: str) -> str:
     return "all four" if op == ALL else op.upper()
 
 
-def _draw_drops(ax, summary, rounds, shown, labels, operations) -> None:
+def _draw_drops(ax, summary, rounds, conditions_drawn, labels, operations) -> None:
     rows = [*operations, ALL]
-    width = 0.8 / max(len(shown), 1)
-    for i, condition in enumerate(shown):
+    width = 0.8 / max(len(conditions_drawn), 1)
+    for i, condition in enumerate(conditions_drawn):
         drops = summary["drop_pct"].get(condition, {})
-        offset = (i - (len(shown) - 1) / 2) * width
+        offset = (i - (len(conditions_drawn) - 1) / 2) * width
         for j, op in enumerate(rows):
             if op not in drops:
                 continue

@@ -145,7 +145,7 @@ class RedisServer:
         return f"unix:{self.socket}"
 
     def start(self) -> RedisServer:
-        """Start redis-server and wait until it answers PING on its socket."""
+        """Start redis-server and wait until it replies to PING on its socket."""
         for tool in ("redis-server", "redis-cli", "redis-benchmark"):
             if shutil.which(tool) is None:
                 raise BenchmarkError(
@@ -180,7 +180,7 @@ class RedisServer:
             if time.monotonic() > deadline:
                 self.stop()
                 raise BenchmarkError(
-                    f"redis-server did not answer on {self.socket} within "
+                    f"redis-server did not reply to PING on {self.socket} within "
                     f"{START_TIMEOUT_S:.0f} s"
                 )
             time.sleep(0.05)

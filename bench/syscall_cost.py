@@ -1,6 +1,6 @@
 """Cost of one system call while syslrn's probes are attached.
 
-Syscall tracepoints are switched on for every task at once: while any
+Syscall tracepoints are switched on for every task at once. While any
 program is attached to one of them, each system call of each process
 takes the kernel's tracing path on entry and exit, even a call that no
 program watches. This script measures what that adds to getppid(2), a

@@ -1,6 +1,6 @@
 """The redis overhead benchmark's harness, on one tiny round of real runs.
 
-The tests check that the harness measures what it says: redis-benchmark's
+The tests check that the harness measures what it reports: redis-benchmark's
 output is parsed, every condition sees the requests it should, and the
 summary has a row per operation. They make no timing assertion.
 """
@@ -132,15 +132,15 @@ def test_round_orders_balance_positions_and_neighbours(conditions):
     rows = 2 * conditions if conditions % 2 else conditions
     orders = overhead_redis.round_orders(conditions, rows)
 
-    each = rows // conditions
+    repeats = rows // conditions
     for position in range(conditions):
         assert sorted(order[position] for order in orders) == sorted(
-            list(range(conditions)) * each
+            list(range(conditions)) * repeats
         )
     followers = [(a, b) for order in orders for a, b in itertools.pairwise(order)]
     distinct = {(a, b) for a in range(conditions) for b in range(conditions) if a != b}
     assert set(followers) == distinct
-    assert len(followers) == len(distinct) * each
+    assert len(followers) == len(distinct) * repeats
 
 
 def _main(tmp_path, *args) -> dict:
@@ -188,8 +188,8 @@ def test_tiny_round_with_bpf_conditions(tmp_path):
 
     runs = results["rounds"][0]["runs"]
     least = len(OPERATIONS) * REQUESTS
-    kept = [f["name"] for f in results["model"]["features"] if f["kept"]]
-    assert "degree:redis-server" in kept
+    kept_features = [f["name"] for f in results["model"]["features"] if f["kept"]]
+    assert "degree:redis-server" in kept_features
     assert runs["monitor"]["facts"]["windows"] >= 1
     assert runs["monitor"]["facts"]["requests"] >= least
     assert runs["recorder"]["facts"]["requests"] >= least

@@ -1,8 +1,9 @@
 """The ring buffer consumer on a memory image of the kernel's mapping.
 
-A test cannot make a BPF producer stop half-way through a record, so the
-two pages the kernel maps (consumer position; producer position and data)
-are bytearrays here, written the way the kernel writes them.
+A test cannot make a BPF producer stop half-way through a record. The
+two areas the kernel maps, the consumer position and the producer
+position with the data, are therefore bytearrays here, written the way
+the kernel writes them.
 """
 
 from __future__ import annotations
