@@ -43,9 +43,10 @@ def shell_workload_rows(
 
     Graph (node types, multigraph degrees):
 
-    - ``init`` (snapshot, pid 1): parent of ``systemd-journald`` and ``cron``.
-    - ``systemd-journald`` and ``cron`` (snapshots): one spawn edge each to
-      init; journald also accepts ``journal_connects`` unix connections.
+    - ``init`` (snapshot, pid 1): parent of ``systemd-journald`` and ``cron``,
+      which were created before the run, so no spawn edge joins them.
+    - ``systemd-journald`` and ``cron`` (snapshots): journald accepts
+      ``journal_connects`` unix connections; cron forks the backup jobs.
     - ``sh`` (pid 1000, exec'd, driver-flagged, parent not traced): forks
       ``(children - missing) * requests`` workers.
     - ``worker``: one per child, degree 1 (its spawn edge).

@@ -13,8 +13,10 @@ Semantics, per process instance ``(host, pid, start_ns)``:
   one). A process with no exec has the type its parent had when it forked
   it, which follows the kernel: a forked child runs its parent's image until
   it calls execve. Processes with neither are typed by their ``comm``.
-- Spawn edges: parent -> child, from the child's ``fork`` row, or its
-  ``snapshot`` row when the parent is a node. One per child.
+- Spawn edges: parent -> child, from the child's ``fork`` row. One per
+  child. A ``snapshot`` row makes no edge: the process was created before
+  the run, and the online monitor, whose windows open in the middle of the
+  host's life, could not count that edge either.
 - IPC edges: unix ``connect`` -> ``accept``, paired when the connect's
   ``sock_id`` is the accept's ``peer_id`` on the same host.
 - Net edges: TCP ``connect`` -> ``accept``, paired by mirrored 4-tuples
@@ -25,9 +27,9 @@ Semantics, per process instance ``(host, pid, start_ns)``:
   address (per host for loopback and unix endpoints).
 
 So the degree of a process, counted over all its edges, is the number of
-children it forked, plus one if its parent is a node, plus the number of
-its connect and accept rows: a quantity a probe can count from the
-process's own events.
+children it forked in the run, plus one if it was forked in the run by a
+process that is a node, plus the number of its connect and accept rows: a
+quantity a probe can count from the process's own events.
 """
 
 from __future__ import annotations
@@ -499,7 +501,7 @@ def _inherit_labels(events: _Events, procs: _Processes, label: np.ndarray,
 def _spawn_edges(events: _Events, procs: _Processes) -> tuple[np.ndarray, np.ndarray]:
     rows = np.flatnonzero(
         (procs.parent >= 0) & (procs.parent != procs.node)
-        & ((events.kind == _FORK) | (events.kind == _SNAPSHOT))
+        & (events.kind == _FORK)
     )
     rows = rows[_first_per_group(procs.node[rows], events.ts[rows])]
     return procs.parent[rows], procs.node[rows]
