@@ -22,30 +22,53 @@ import torch
 from syslrn.baselines.evaluation import DeepLogConfig, evaluate_sequences
 from syslrn.baselines.sessions import read_key_sequences
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "log-sequences" / "openstack_kalaki"
+DATA = (
+    Path(__file__).resolve().parent.parent
+    / "data"
+    / "log-sequences"
+    / "openstack_kalaki"
+)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA,
-                        help="directory with the three sequence files (default: %(default)s)")
-    parser.add_argument("--top-g", default="9,auto",
-                        help="comma-separated g settings, integers or 'auto' (default: %(default)s)")
-    parser.add_argument("--seeds", default="0,1,2",
-                        help="comma-separated training seeds (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="PyTorch threads (default: 1)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DATA,
+        help="directory with the three sequence files (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--top-g",
+        default="9,auto",
+        help="comma-separated g settings, integers or 'auto' (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seeds",
+        default="0,1,2",
+        help="comma-separated training seeds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="PyTorch threads (default: 1)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON rows")
     args = parser.parse_args()
 
     train = [keys for _, keys in read_key_sequences(args.data / "openstack_train")]
-    normal = [keys for _, keys in read_key_sequences(args.data / "openstack_test_normal")]
-    abnormal = [keys for _, keys in read_key_sequences(args.data / "openstack_test_abnormal")]
+    normal = [
+        keys for _, keys in read_key_sequences(args.data / "openstack_test_normal")
+    ]
+    abnormal = [
+        keys for _, keys in read_key_sequences(args.data / "openstack_test_abnormal")
+    ]
 
     rows = []
     for setting in args.top_g.split(","):
         top_g = None if setting == "auto" else int(setting)
         for seed in (int(s) for s in args.seeds.split(",")):
-            config = DeepLogConfig(top_g=top_g, model_params={"seed": seed, "n_threads": args.threads})
+            config = DeepLogConfig(
+                top_g=top_g, model_params={"seed": seed, "n_threads": args.threads}
+            )
             result = evaluate_sequences(train, normal, abnormal, config)
             row = {"setting": setting, "seed": seed, **result.to_dict()}
             rows.append(row)
@@ -63,14 +86,18 @@ def main() -> int:
 
 def _print_row(row: dict, header: bool) -> None:
     if header:
-        print(f"{'g':>5} {'seed':>4} {'chosen':>6} {'recall':>7} {'select.':>7} "
-              f"{'prec.':>7} {'F1':>7} {'train s':>8} {'infer s':>8} {'sess/s':>7}")
+        print(
+            f"{'g':>5} {'seed':>4} {'chosen':>6} {'recall':>7} {'select.':>7} "
+            f"{'prec.':>7} {'F1':>7} {'train s':>8} {'infer s':>8} {'sess/s':>7}"
+        )
     scores = row["scores"]
-    print(f"{row['setting']:>5} {row['seed']:>4} {row['top_g']:>6} "
-          f"{scores['recall']:>7.3f} {scores['selectivity']:>7.3f} "
-          f"{scores['precision']:>7.3f} {scores['f1']:>7.3f} "
-          f"{row['train_seconds']:>8.2f} {row['inference_seconds']:>8.2f} "
-          f"{row['sessions_per_second']:>7.0f}")
+    print(
+        f"{row['setting']:>5} {row['seed']:>4} {row['top_g']:>6} "
+        f"{scores['recall']:>7.3f} {scores['selectivity']:>7.3f} "
+        f"{scores['precision']:>7.3f} {scores['f1']:>7.3f} "
+        f"{row['train_seconds']:>8.2f} {row['inference_seconds']:>8.2f} "
+        f"{row['sessions_per_second']:>7.0f}"
+    )
 
 
 def _host(threads: int) -> str:
@@ -82,8 +109,10 @@ def _host(threads: int) -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} CPUs, PyTorch {torch.__version__} "
-            f"on {threads} thread(s), Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, PyTorch {torch.__version__} "
+        f"on {threads} thread(s), Python {platform.python_version()}"
+    )
 
 
 if __name__ == "__main__":

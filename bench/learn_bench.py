@@ -72,12 +72,31 @@ def generate_trace(n_events: int, n_types: int, seed: int = 0) -> pa.Table:
     ppid = pid[parent]
     pstart = start[parent]
     ppid[0], pstart[0] = 1, 1
-    add("fork", every, start, ppid=ppid, parent_start_ns=pstart,
-        comm=names[kind_type[parent]])
+    add(
+        "fork",
+        every,
+        start,
+        ppid=ppid,
+        parent_start_ns=pstart,
+        comm=names[kind_type[parent]],
+    )
     execs = every[rng.random(n_proc) < 0.7]
-    add("exec", execs, start[execs] + 1, comm=names[kind_type[parent[execs]]],
-        filename=np.array([f"/usr/bin/{n}" for n in names], dtype=object)[kind_type[execs]])
-    add("exit", every, start + 900, comm=names[kind_type], exit_code=np.zeros(n_proc, np.int32))
+    add(
+        "exec",
+        execs,
+        start[execs] + 1,
+        comm=names[kind_type[parent[execs]]],
+        filename=np.array([f"/usr/bin/{n}" for n in names], dtype=object)[
+            kind_type[execs]
+        ],
+    )
+    add(
+        "exit",
+        every,
+        start + 900,
+        comm=names[kind_type],
+        exit_code=np.zeros(n_proc, np.int32),
+    )
 
     clients = every[rng.random(n_proc) < 0.3]
     servers = rng.integers(0, n_proc, len(clients))
@@ -86,35 +105,71 @@ def generate_trace(n_events: int, n_types: int, seed: int = 0) -> pa.Table:
     http = np.full(len(clients), 80, dtype=np.uint16)
     netns = np.ones(len(clients), dtype=np.uint32)
     inet = np.full(len(clients), "inet", dtype=object)
-    add("connect", clients, start[clients] + 2, family=inet, laddr=loop, lport=ports,
-        raddr=loop, rport=http, netns=netns)
-    add("accept", servers, start[clients] + 3, family=inet, laddr=loop, lport=http,
-        raddr=loop, rport=ports, netns=netns)
+    add(
+        "connect",
+        clients,
+        start[clients] + 2,
+        family=inet,
+        laddr=loop,
+        lport=ports,
+        raddr=loop,
+        rport=http,
+        netns=netns,
+    )
+    add(
+        "accept",
+        servers,
+        start[clients] + 3,
+        family=inet,
+        laddr=loop,
+        lport=http,
+        raddr=loop,
+        rport=ports,
+        netns=netns,
+    )
 
     unix_clients = every[rng.random(n_proc) < 0.1]
     unix_servers = rng.integers(0, n_proc, len(unix_clients))
     sock = np.arange(len(unix_clients), dtype=np.uint64) * 2 + 1
     unix = np.full(len(unix_clients), "unix", dtype=object)
     path = np.full(len(unix_clients), "/run/bench.sock", dtype=object)
-    add("connect", unix_clients, start[unix_clients] + 4, family=unix, path=path,
-        sock_id=sock)
-    add("accept", unix_servers, start[unix_clients] + 5, family=unix, path=path,
-        sock_id=sock + 1, peer_id=sock)
+    add(
+        "connect",
+        unix_clients,
+        start[unix_clients] + 4,
+        family=unix,
+        path=path,
+        sock_id=sock,
+    )
+    add(
+        "accept",
+        unix_servers,
+        start[unix_clients] + 5,
+        family=unix,
+        path=path,
+        sock_id=sock + 1,
+        peer_id=sock,
+    )
 
     arrays = {}
     for field in EVENT_SCHEMA:
         values = np.concatenate(columns[field.name])
-        target = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        target = (
+            field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        )
         array = pa.array(values, type=target, from_pandas=True)
-        arrays[field.name] = array.dictionary_encode() if pa.types.is_dictionary(field.type) \
-            else array
+        arrays[field.name] = (
+            array.dictionary_encode() if pa.types.is_dictionary(field.type) else array
+        )
     table = pa.table(arrays).cast(EVENT_SCHEMA)
     return table.sort_by("ts_ns")
 
 
 def bench_graph(n_events: int, n_types: int, workdir: Path) -> dict:
     table = generate_trace(n_events, n_types)
-    path = write_trace(workdir / "bench.parquet", table, {"host": "bench", "requests": 1})
+    path = write_trace(
+        workdir / "bench.parquet", table, {"host": "bench", "requests": 1}
+    )
 
     started = time.perf_counter()
     trace = read_trace(path)
@@ -156,9 +211,13 @@ def bench_training(n_runs: int, n_types: int) -> dict:
     results = {"runs": n_runs, "features": 2 * n_types}
     for estimator in (LinearModel(), HuberModel()):
         started = time.perf_counter()
-        model = train_model(rows, requests, estimator=estimator,
-                            embedding={"name": "bag-of-nodes", "params": {}},
-                            describe=BagOfNodes().describe)
+        model = train_model(
+            rows,
+            requests,
+            estimator=estimator,
+            embedding={"name": "bag-of-nodes", "params": {}},
+            describe=BagOfNodes().describe,
+        )
         results[f"{estimator.name}_s"] = time.perf_counter() - started
         results[f"{estimator.name}_kept"] = len(model.kept_features)
     return results
@@ -172,21 +231,32 @@ def bench_embedding(n_runs: int, n_types: int) -> dict:
     for i in range(n_runs):
         embedding.features(build_graph(graphs[i % len(graphs)]))
     elapsed = time.perf_counter() - started
-    return {"runs": n_runs, "events_per_run": graphs[0].num_rows, "graph_and_embed_s": elapsed}
+    return {
+        "runs": n_runs,
+        "events_per_run": graphs[0].num_rows,
+        "graph_and_embed_s": elapsed,
+    }
 
 
 def bench_detection(n_types: int, calls: int = 20_000) -> dict:
     rows, requests = synthetic_rows(200, n_types)
-    model = train_model(rows, requests, estimator=LinearModel(),
-                        embedding={"name": "bag-of-nodes", "params": {}},
-                        describe=BagOfNodes().describe)
+    model = train_model(
+        rows,
+        requests,
+        estimator=LinearModel(),
+        embedding={"name": "bag-of-nodes", "params": {}},
+        describe=BagOfNodes().describe,
+    )
     row, count = rows[0], requests[0]
     started = time.perf_counter()
     for _ in range(calls):
         model.detect(row, count)
     per_run = (time.perf_counter() - started) / calls
-    return {"kept": len(model.kept_features), "features_in_run": len(row),
-            "detect_ms": per_run * 1e3}
+    return {
+        "kept": len(model.kept_features),
+        "features_in_run": len(row),
+        "detect_ms": per_run * 1e3,
+    }
 
 
 def bench_train_files(n_runs: int, n_types: int, workdir: Path) -> dict:
@@ -194,19 +264,29 @@ def bench_train_files(n_runs: int, n_types: int, workdir: Path) -> dict:
     rng = np.random.default_rng(1)
     tables = [generate_trace(600, n_types, seed=i) for i in range(20)]
     paths = [
-        write_trace(workdir / f"run-{i:04d}.parquet", tables[i % len(tables)],
-                    {"host": "bench", "requests": int(rng.integers(10, 100))})
+        write_trace(
+            workdir / f"run-{i:04d}.parquet",
+            tables[i % len(tables)],
+            {"host": "bench", "requests": int(rng.integers(10, 100))},
+        )
         for i in range(n_runs)
     ]
     embedding = BagOfNodes()
     started = time.perf_counter()
     runs = resolve_runs(paths).runs
     rows = [embedding.features(load_graph(r)) for r in runs]
-    train_model(rows, [r.requests for r in runs], estimator=LinearModel(),
-                embedding={"name": embedding.name, "params": embedding.get_params()},
-                describe=embedding.describe)
-    return {"runs": n_runs, "events_per_run": tables[0].num_rows,
-            "seconds": time.perf_counter() - started}
+    train_model(
+        rows,
+        [r.requests for r in runs],
+        estimator=LinearModel(),
+        embedding={"name": embedding.name, "params": embedding.get_params()},
+        describe=embedding.describe,
+    )
+    return {
+        "runs": n_runs,
+        "events_per_run": tables[0].num_rows,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def main() -> None:
@@ -228,19 +308,32 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    g, t, e, d = results["graph"], results["training"], results["embedding"], results["detection"]
+    g, t, e, d = (
+        results["graph"],
+        results["training"],
+        results["embedding"],
+        results["detection"],
+    )
     f = results["train_files"]
-    print(f"graph building: {g['events']} events -> {g['nodes']} nodes, {g['edges']} edges; "
-          f"read {g['read_s']:.2f} s + build {g['build_s']:.2f} s = "
-          f"{g['events_per_s']:,.0f} events/s")
-    print(f"training: {t['runs']} runs x {t['features']} features; linear "
-          f"{t['linear_s']:.2f} s ({t['linear_kept']} kept), huber {t['huber_s']:.2f} s "
-          f"({t['huber_kept']} kept)")
-    print(f"graph + bag-of-nodes: {e['runs']} runs of {e['events_per_run']} events in "
-          f"{e['graph_and_embed_s']:.2f} s")
+    print(
+        f"graph building: {g['events']} events -> {g['nodes']} nodes, {g['edges']} edges; "
+        f"read {g['read_s']:.2f} s + build {g['build_s']:.2f} s = "
+        f"{g['events_per_s']:,.0f} events/s"
+    )
+    print(
+        f"training: {t['runs']} runs x {t['features']} features; linear "
+        f"{t['linear_s']:.2f} s ({t['linear_kept']} kept), huber {t['huber_s']:.2f} s "
+        f"({t['huber_kept']} kept)"
+    )
+    print(
+        f"graph + bag-of-nodes: {e['runs']} runs of {e['events_per_run']} events in "
+        f"{e['graph_and_embed_s']:.2f} s"
+    )
     print(f"detection: {d['detect_ms']:.3f} ms per run ({d['kept']} kept features)")
-    print(f"training from files: {f['runs']} traces of {f['events_per_run']} events in "
-          f"{f['seconds']:.2f} s")
+    print(
+        f"training from files: {f['runs']} traces of {f['events_per_run']} events in "
+        f"{f['seconds']:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -43,10 +43,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "labelled phase=startup or phase=idle class the node types."
         ),
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN",
-                        help="trace files, campaign directories, or one feature table")
-    parser.add_argument("-o", "--output", required=True, metavar="MODEL",
-                        help="model file to write (JSON)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="trace files, campaign directories, or one feature table",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="MODEL",
+        help="model file to write (JSON)",
+    )
     add_learning_options(parser)
     add_table_options(parser)
     parser.set_defaults(func=run)
@@ -57,13 +66,17 @@ def run(args: argparse.Namespace) -> int:
 
     runset = resolve_runs(args.runs, table_options(args))
     estimator = build_estimator(args.model, args)
-    embedding = None if runset.kind == "table" else build_embedding(args.embedding, args)
+    embedding = (
+        None if runset.kind == "table" else build_embedding(args.embedding, args)
+    )
 
     experiments = runset.experiments()
     training = [r for r in experiments if not r.failure]
     skipped = len(experiments) - len(training)
     if skipped:
-        print(f"leaving out {skipped} failure runs: a model learns failure-free runs only")
+        print(
+            f"leaving out {skipped} failure runs: a model learns failure-free runs only"
+        )
     if len(training) < MIN_TRAINING_RUNS:
         raise SyslrnError(
             f"{len(training)} failure-free workload runs given; train needs at least "
@@ -77,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         spec = {"name": embedding.name, "params": embedding.get_params()}
     model = train_model(
-        rows, [r.requests for r in training],
-        estimator=estimator, embedding=spec,
+        rows,
+        [r.requests for r in training],
+        estimator=estimator,
+        embedding=spec,
         describe=describe_for(runset, embedding),
         training=_training_facts(training, embedding),
     )
@@ -88,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(summary(model, estimator))
     if not model.kept_features:
-        print(f"syslrn: no feature was kept; no model written to {args.output}",
-              file=sys.stderr)
+        print(
+            f"syslrn: no feature was kept; no model written to {args.output}",
+            file=sys.stderr,
+        )
         return 1
     save_model(model, args.output)
     print(f"model written to {args.output}")
@@ -99,11 +116,14 @@ def run(args: argparse.Namespace) -> int:
 def _training_facts(runs: list[Run], embedding) -> dict[str, Any]:
     triggers = sorted({r.trigger for r in runs if r.trigger})
     if len(triggers) > 1:
-        log.warning("training runs name several triggers %s; the model stores none",
-                    triggers)
+        log.warning(
+            "training runs name several triggers %s; the model stores none", triggers
+        )
     gaps = [r.max_request_gap_s for r in runs if r.max_request_gap_s is not None]
     driven = any(r.graph is not None and r.graph.driven for r in runs)
-    include_driver = bool(embedding is not None and embedding.get_params().get("include_driver"))
+    include_driver = bool(
+        embedding is not None and embedding.get_params().get("include_driver")
+    )
     return {
         "run_names": [r.name for r in runs],
         "trigger": triggers[0] if len(triggers) == 1 else None,
@@ -130,21 +150,35 @@ def _classes(model: Model, runset: RunSet, embedding) -> dict[str, str]:
 
 def format_features(model: Model) -> str:
     """Lay out every feature of a model, kept ones first, as a table."""
-    ordered = sorted(model.features,
-                     key=lambda f: (not f.kept, -(f.r2 if f.r2 is not None else -1), f.name))
+    ordered = sorted(
+        model.features,
+        key=lambda f: (not f.kept, -(f.r2 if f.r2 is not None else -1), f.name),
+    )
     rows = [
-        [f.name, "kept" if f.kept else "rejected", format_number(f.r2),
-         format_number(f.slope), format_number(f.intercept), format_number(f.tolerance),
-         f.reason or ""]
+        [
+            f.name,
+            "kept" if f.kept else "rejected",
+            format_number(f.r2),
+            format_number(f.slope),
+            format_number(f.intercept),
+            format_number(f.tolerance),
+            f.reason or "",
+        ]
         for f in ordered
     ]
     headers = ["feature", "status", "R^2", "slope", "intercept", "tolerance", "reason"]
-    return format_table(headers, rows, right=[False, False, True, True, True, True, False])
+    return format_table(
+        headers, rows, right=[False, False, True, True, True, True, False]
+    )
 
 
 def summary(model: Model, estimator) -> str:
     """Say what was kept, and what the fixed-workload case did when it applies."""
-    kept, total, runs = len(model.kept_features), len(model.features), model.training["runs"]
+    kept, total, runs = (
+        len(model.kept_features),
+        len(model.features),
+        model.training["runs"],
+    )
     if model.degenerate:
         fixed = model.training.get("fixed_requests")
         return (
@@ -154,5 +188,7 @@ def summary(model: Model, estimator) -> str:
             f"{total} features whose spread is at most {estimator.stable_cv:g} of it are "
             "kept; detection is valid for runs of that request count"
         )
-    return (f"kept {kept} of {total} features with R^2 >= {estimator.r2_threshold:g}, "
-            f"from {runs} training runs")
+    return (
+        f"kept {kept} of {total} features with R^2 >= {estimator.r2_threshold:g}, "
+        f"from {runs} training runs"
+    )

@@ -48,7 +48,9 @@ def make_model(name: str, params: dict[str, Any] | None = None) -> NormalModel:
     try:
         return cls(**(params or {}))
     except TypeError as exc:
-        raise SyslrnError(f"model {name}: invalid parameters {params} ({exc})") from None
+        raise SyslrnError(
+            f"model {name}: invalid parameters {params} ({exc})"
+        ) from None
 
 
 register_model(LinearModel)

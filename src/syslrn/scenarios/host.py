@@ -48,8 +48,19 @@ def ensure_system_user(
         raise ScenarioError(f"user {name} does not exist and creating it needs root")
 
     log.info("creating system user %s (home %s)", name, home)
-    run_command(["useradd", "--system", "--user-group", "--no-create-home",
-                 "--home-dir", os.fspath(home), "--shell", shell, name])
+    run_command(
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            os.fspath(home),
+            "--shell",
+            shell,
+            name,
+        ]
+    )
     run_command(["usermod", "--password", "*", name])
     return pwd.getpwnam(name)
 
@@ -72,8 +83,9 @@ def chown(path: str | os.PathLike, user: pwd.struct_passwd, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def mount_tmpfs(path: str | os.PathLike, size: str, *, uid: int = 0, gid: int = 0,
-                mode: int = 0o755) -> None:
+def mount_tmpfs(
+    path: str | os.PathLike, size: str, *, uid: int = 0, gid: int = 0, mode: int = 0o755
+) -> None:
     """Mount a tmpfs of ``size`` (mount's syntax: ``64k``, ``8m``) on ``path``."""
     options = f"size={size},uid={uid},gid={gid},mode={mode:o},nodev,nosuid"
     run_command(["mount", "-t", "tmpfs", "-o", options, "syslrn", os.fspath(path)])
@@ -81,11 +93,15 @@ def mount_tmpfs(path: str | os.PathLike, size: str, *, uid: int = 0, gid: int = 
 
 def unmount(path: str | os.PathLike) -> None:
     """Unmount ``path``, or detach it lazily when a process has a file open on it."""
-    result = subprocess.run(["umount", os.fspath(path)], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        ["umount", os.fspath(path)], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
-        log.warning("umount %s failed (%s), so it is detached lazily", path,
-                    result.stderr.strip())
+        log.warning(
+            "umount %s failed (%s), so it is detached lazily",
+            path,
+            result.stderr.strip(),
+        )
         run_command(["umount", "--lazy", os.fspath(path)])
 
 
@@ -228,8 +244,9 @@ def kill_processes(pids: Iterable[int], sig: int = signal.SIGKILL) -> int:
     return sent
 
 
-def kill_instance(instance: str, uid: int | None = None, *, grace: float = 0.0,
-                  timeout: float = 5.0) -> None:
+def kill_instance(
+    instance: str, uid: int | None = None, *, grace: float = 0.0, timeout: float = 5.0
+) -> None:
     """Kill every process tagged with ``instance`` and wait until they are gone.
 
     Processes get ``grace`` seconds to exit on their own first, for example
@@ -272,13 +289,18 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def wait_for_listen(port: int, host: str = "127.0.0.1", timeout: float = 30.0,
-                    alive: Callable[[], bool] | None = None) -> None:
+def wait_for_listen(
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+    alive: Callable[[], bool] | None = None,
+) -> None:
     """Wait until a socket listens on ``host:port``.
 
     ``alive`` reports whether the server is still running, so that a server
     that exits during start-up fails fast instead of at the timeout.
     """
+
     def ready() -> bool:
         if alive is not None and not alive():
             raise ScenarioError(f"the server for {host}:{port} exited during start-up")
@@ -287,8 +309,9 @@ def wait_for_listen(port: int, host: str = "127.0.0.1", timeout: float = 30.0,
     wait_until(ready, timeout, f"a listening socket on {host}:{port}")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.05) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
     """Poll ``predicate`` until it is true, or raise naming ``what`` at ``timeout``."""
     deadline = time.monotonic() + timeout
     while not predicate():
