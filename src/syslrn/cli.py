@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "monitor",
     "campaign",
     "baseline",
+    "demo",
 )
 
 log = logging.getLogger("syslrn")

@@ -56,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="MODEL",
         help="model file to write (JSON)",
     )
+    parser.add_argument(
+        "--top",
+        type=int,
+        metavar="N",
+        help="list every kept feature but only the N best rejected ones "
+        "(default: list all)",
+    )
     add_learning_options(parser)
     add_table_options(parser)
     parser.set_defaults(func=run)
@@ -99,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     )
     model.training["classes"] = _classes(model, runset, embedding)
 
-    print(format_features(model))
+    print(format_features(model, top_rejected=args.top))
     print()
     print(summary(model, estimator))
     if not model.kept_features:
@@ -148,12 +155,22 @@ def _classes(model: Model, runset: RunSet, embedding) -> dict[str, str]:
     return classify_node_types(graphs, driven_types, include_driver=include_driver)
 
 
-def format_features(model: Model) -> str:
-    """Lay out every feature of a model, kept ones first, as a table."""
+def format_features(model: Model, top_rejected: int | None = None) -> str:
+    """Lay out the features of a model, kept ones first, as a table.
+
+    With ``top_rejected``, only that many rejected features are listed, the
+    best fits first, and a last line counts the others.
+    """
     ordered = sorted(
         model.features,
         key=lambda f: (not f.kept, -(f.r2 if f.r2 is not None else -1), f.name),
     )
+    hidden = 0
+    if top_rejected is not None:
+        kept = [f for f in ordered if f.kept]
+        rejected = [f for f in ordered if not f.kept]
+        hidden = max(len(rejected) - top_rejected, 0)
+        ordered = kept + rejected[:top_rejected]
     rows = [
         [
             f.name,
@@ -167,9 +184,12 @@ def format_features(model: Model) -> str:
         for f in ordered
     ]
     headers = ["feature", "status", "R^2", "slope", "intercept", "tolerance", "reason"]
-    return format_table(
+    table = format_table(
         headers, rows, right=[False, False, True, True, True, True, False]
     )
+    if hidden:
+        table += f"\n... and {hidden} more rejected features (list them without --top)"
+    return table
 
 
 def summary(model: Model, estimator) -> str:
