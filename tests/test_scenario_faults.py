@@ -172,3 +172,16 @@ def test_descendant_pids_walks_the_tree(sleeper):
 
     assert shell.pid in descendants
     assert set(grandchildren) <= set(descendants)
+
+
+@pytest.mark.parametrize("name", ["postgres", "postfix", "ssh"])
+def test_scenario_names_files_before_setup(tmp_path, name):
+    # A campaign asks for these before it starts the servers, to record the
+    # start-up; none may need setup() first.
+    scenario = scenario_class(name)(tmp_path / "work")
+    trigger = scenario.trigger
+    assert trigger.startswith(("tcp:", "unix:"))
+    assert scenario.trigger == trigger
+    assert [source.component for source in scenario.logs()]
+    assert scenario.faults()
+    assert not (tmp_path / "work").exists() or name == "postgres"

@@ -20,6 +20,7 @@ import struct
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -63,6 +64,22 @@ def ensure_system_user(
     )
     run_command(["usermod", "--password", "*", name])
     return pwd.getpwnam(name)
+
+
+def shared_dir_path(prefix: str, parent: str | os.PathLike | None = None) -> Path:
+    """Return a new path for :func:`create_shared_dir`, without creating it.
+
+    Scenarios name their files before set-up, because a campaign asks for
+    the trigger, the faults and the logs before it starts the servers.
+    """
+    return Path(parent or tempfile.gettempdir()) / f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def create_shared_dir(path: Path) -> Path:
+    """Create ``path``, mode 0711, as :func:`make_shared_dir` does."""
+    path.mkdir(mode=0o711)
+    path.chmod(0o711)
+    return path
 
 
 def make_shared_dir(prefix: str, parent: str | os.PathLike | None = None) -> Path:

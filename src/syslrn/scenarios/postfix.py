@@ -173,11 +173,13 @@ class PostfixScenario(Scenario):
         self.parallel = int(parallel)
         self.helper_timeout = max(2, round(helper_timeout))
         self.instance = f"postfix-{uuid.uuid4().hex[:12]}"
-        self.port: int | None = None
         self.config_dir = self.workdir / "config"
         self.queue_dir = self.workdir / "queue"
         self.maillog = self.workdir / "maillog"
-        self.shared_dir: Path | None = None
+        # Chosen now, made in setup(): a campaign records the start-up, so it
+        # needs the trigger and the log paths before the servers exist.
+        self.port = free_tcp_port()
+        self.shared_dir = host.shared_dir_path("syslrn-postfix-")
         self._master: subprocess.Popen | None = None
         self._user = None
         self._batches = 0
@@ -187,8 +189,6 @@ class PostfixScenario(Scenario):
 
     @property
     def trigger(self) -> str:
-        if self.port is None:
-            raise ScenarioError("the postfix scenario has no port before setup()")
         return f"tcp:{self.port}"
 
     @property
@@ -226,7 +226,6 @@ class PostfixScenario(Scenario):
                 f"{postlog.decode()} has {len(postlog)} bytes, more than "
                 f"{_MAX_SOCKET_PATH}; choose a shorter work directory"
             )
-        self.port = free_tcp_port()
         try:
             self._write_files()
             self._run("postfix", "check")
@@ -309,12 +308,11 @@ class PostfixScenario(Scenario):
             stop_process(self._master)
             self._master = None
         host.kill_instance(self.instance, grace=2.0)
-        if self.shared_dir is not None:
+        if self.shared_dir.exists():
             # A fault left applied by a crash may still have its tmpfs here.
             for mount in host.mount_points_under(self.shared_dir):
                 host.unmount(mount)
             shutil.rmtree(self.shared_dir, ignore_errors=True)
-            self.shared_dir = None
         # The logs stay for the campaign to collect, and the rest goes.
         for path in (self.config_dir, self.queue_dir):
             shutil.rmtree(path, ignore_errors=True)
@@ -322,13 +320,11 @@ class PostfixScenario(Scenario):
     # -- set-up ---------------------------------------------------------------
 
     def _shared(self, name: str) -> Path:
-        if self.shared_dir is None:
-            raise ScenarioError("the postfix scenario has no mailbox before setup()")
         return self.shared_dir / name
 
     def _write_files(self) -> None:
         user = self._user
-        self.shared_dir = host.make_shared_dir("syslrn-postfix-")
+        host.create_shared_dir(self.shared_dir)
         (self.shared_dir / "bin").mkdir(mode=0o755)
         self.deliver_path.write_text(DELIVER_SCRIPT.format(mailbox=self.mailbox))
         self.deliver_path.chmod(0o755)

@@ -126,13 +126,15 @@ class SshScenario(Scenario):
         self.timeout = float(timeout)
         self.parallel = int(parallel)
         self.instance = f"ssh-{uuid.uuid4().hex[:12]}"
-        self.port: int | None = None
         self.config_path = self.workdir / "sshd_config"
         self.sshd_log = self.workdir / "sshd.log"
         self.host_key = self.workdir / "ssh_host_ed25519_key"
         self.client_key = self.workdir / "client_ed25519"
         self.known_hosts = self.workdir / "known_hosts"
-        self.shared_dir: Path | None = None
+        # Chosen now, made in setup(): a campaign records the start-up, so it
+        # needs the trigger and the log paths before the servers exist.
+        self.port = free_tcp_port()
+        self.shared_dir = host.shared_dir_path("instance-", SSH_HOME)
         self._sshd: subprocess.Popen | None = None
         self._user = None
         self._batches = 0
@@ -142,8 +144,6 @@ class SshScenario(Scenario):
 
     @property
     def trigger(self) -> str:
-        if self.port is None:
-            raise ScenarioError("the ssh scenario has no port before setup()")
         return f"tcp:{self.port}"
 
     @property
@@ -174,7 +174,6 @@ class SshScenario(Scenario):
         self._user = host.ensure_system_user(SSH_USER, SSH_HOME, "/bin/sh")
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_tcp_port()
         try:
             self._write_files()
             self._start_sshd()
@@ -248,11 +247,10 @@ class SshScenario(Scenario):
                     log.warning("reverting fault %s failed: %s", fault.name, exc)
         self._stop_sshd()
         host.kill_instance(self.instance)
-        if self.shared_dir is not None:
+        if self.shared_dir.exists():
             for mount in host.mount_points_under(self.shared_dir):
                 host.unmount(mount)
             shutil.rmtree(self.shared_dir, ignore_errors=True)
-            self.shared_dir = None
         # The log stays for the campaign to collect, but keys and
         # configuration go.
         for path in (
@@ -268,8 +266,6 @@ class SshScenario(Scenario):
     # -- set-up ---------------------------------------------------------------
 
     def _shared(self, name: str) -> Path:
-        if self.shared_dir is None:
-            raise ScenarioError("the ssh scenario has no files before setup()")
         return self.shared_dir / name
 
     def _write_files(self) -> None:
@@ -279,7 +275,7 @@ class SshScenario(Scenario):
         SSH_HOME.chmod(0o755)
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
 
-        self.shared_dir = host.make_shared_dir("instance-", SSH_HOME)
+        host.create_shared_dir(self.shared_dir)
         (self.shared_dir / "bin").mkdir(mode=0o755)
         self.scratch.mkdir()
         host.chown(self.scratch, self._user, 0o700)
