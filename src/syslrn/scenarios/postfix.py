@@ -550,9 +550,12 @@ class PostfixScenario(Scenario):
     # -- faults ---------------------------------------------------------------
 
     def _make_faults(self) -> list[Fault]:
-        user = self._user
+        # The catalogue is built before setup() creates the user, so the
+        # user is looked up when a fault is reverted.
         kill_helpers_on_revert = {
-            "after_revert": lambda: host.kill_instance(self.instance, uid=user.pw_uid)
+            "after_revert": lambda: host.kill_instance(
+                self.instance, uid=self._user.pw_uid
+            )
         }
         size_limit = {}
 
