@@ -29,8 +29,11 @@ def _json_command(*args: str) -> dict:
 def _features(campaign: Path) -> tuple[int, int]:
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / "model.json"
-        subprocess.run([*SYSLRN, "train", str(campaign), "-o", str(model_path)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*SYSLRN, "train", str(campaign), "-o", str(model_path)],
+            check=True,
+            capture_output=True,
+        )
         model = json.loads(model_path.read_text())
     features = model["features"]
     return len(features), sum(1 for f in features if f["kept"])
@@ -38,7 +41,9 @@ def _features(campaign: Path) -> tuple[int, int]:
 
 def evaluate(campaign: Path) -> dict:
     ours = _json_command("evaluate", str(campaign))
-    deeplog = _json_command("baseline", "deeplog", "campaign", str(campaign), "--combined")
+    deeplog = _json_command(
+        "baseline", "deeplog", "campaign", str(campaign), "--combined"
+    )
     total, kept = _features(campaign)
     result = ours["results"][0]
     return {
@@ -80,8 +85,13 @@ def markdown(rows: list[dict]) -> str:
             f"{_pct(row['deeplog']['recall'])} | {_pct(row['deeplog']['selectivity'])} |"
         )
     for row in rows:
-        lines += ["", f"Recall per fault, {row['campaign']}:", "",
-                  "| fault | runs | syslrn | DeepLog |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"Recall per fault, {row['campaign']}:",
+            "",
+            "| fault | runs | syslrn | DeepLog |",
+            "|---|---|---|---|",
+        ]
         for fault, runs in sorted(row["fault_runs"].items()):
             lines.append(
                 f"| {fault} | {runs} | {_pct(row['syslrn_per_fault'].get(fault))} | "

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from syslrn.collect import events, procfs
 from syslrn.collect.build import build_object
+from syslrn.collect.clock import boottime_ns
 from syslrn.collect.libbpf import BpfObject, num_possible_cpus
 from syslrn.collect.privileges import check_bpf_allowed
 from syslrn.collect.ringbuf import RingBuffer
@@ -61,10 +62,6 @@ class Config(ctypes.Structure):
         ("sock_key", ctypes.c_uint64),
         ("trigger_path", ctypes.c_char * 108),
     ]
-
-
-def boottime_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
 def configure(obj: BpfObject, trigger: Trigger | None) -> None:

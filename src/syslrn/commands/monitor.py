@@ -9,7 +9,7 @@ import sys
 import threading
 
 from syslrn.collect.trigger import parse_trigger
-from syslrn.model import load_model
+from syslrn.model.file import load_model
 from syslrn.monitor.metrics import MonitorMetrics
 from syslrn.monitor.online import AlertWriter, Monitor
 

@@ -21,7 +21,7 @@ from syslrn.errors import SyslrnError
 from syslrn.evaluate.campaign import CampaignRunner
 from syslrn.evaluate.dataset import make_private_dir
 from syslrn.evaluate.plan import CampaignParams
-from syslrn.model import load_model
+from syslrn.model.file import load_model
 from syslrn.monitor.online import Monitor, Verdict
 from syslrn.scenarios import get_scenario
 
