@@ -344,7 +344,7 @@ def test_sigint_leaves_complete_trace(tmp_path):
     assert not journal_path(path).exists()
     trace = read_trace(path)
     assert trace.meta["complete"] is True
-    assert trace.meta["lost"]["ringbuf_full"] == 0
+    assert trace.meta["lost"]["reserve_failed"] == 0
     filenames = [e["filename"] for e in rows(trace, "exec", driver=True)]
     assert "/bin/true" in filenames
     assert "/bin/sleep" in filenames

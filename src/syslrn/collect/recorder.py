@@ -48,7 +48,7 @@ POLL_INTERVAL_S = 0.05
 ROW_GROUP_ROWS = 65536
 FLUSH_INTERVAL_S = 1.0
 
-COUNTERS = ("ringbuf_full", "short_read", "truncated", "map_full", "requests")
+COUNTERS = ("reserve_failed", "short_read", "truncated", "map_full", "requests")
 
 
 class Config(ctypes.Structure):
@@ -282,7 +282,7 @@ class Recorder:
                 "duration_s": (stopped_ns - self.started_ns) / 1e9,
                 "requests": counters["requests"] if self.trigger else None,
                 "lost": lost,
-                "lost_events": lost["ringbuf_full"],
+                "lost_events": lost["reserve_failed"],
                 "events": self.events,
                 **self.extra_meta,
             }
@@ -292,11 +292,11 @@ class Recorder:
                 self._ring.close()
             obj.close()
             self._obj = None
-        if lost["ringbuf_full"]:
+        if lost["reserve_failed"]:
             log.warning(
-                "%s: %d events lost (ring buffer full); raise --ringbuf-size",
+                "%s: %d events lost (ring buffer reservations failed)",
                 path,
-                lost["ringbuf_full"],
+                lost["reserve_failed"],
             )
         if self._error is not None:
             raise self._error

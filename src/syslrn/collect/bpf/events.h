@@ -40,7 +40,7 @@ enum event_flag {
 
 /* Indices of the per-CPU counters map. */
 enum counter {
-	COUNTER_RINGBUF_FULL = 0, /* reservation failed: the event is lost */
+	COUNTER_RESERVE_FAILED = 0, /* reservation failed: the event is lost */
 	COUNTER_SHORT_READ = 1,   /* a kernel read failed: a field is empty */
 	COUNTER_TRUNCATED = 2,    /* a string kept only its tail */
 	COUNTER_MAP_FULL = 3,     /* a tracking map had no room */
