@@ -223,7 +223,8 @@ def test_tcp_ends_match_processes(trace_path, version):
     assert (connect["laddr"], connect["lport"]) == (accept["raddr"], accept["rport"])
     assert connect["netns"] == accept["netns"]
     forks = {f["pid"]: f for f in rows(trace, "fork")}
-    assert connect["pid"] in forks and connect["pid"] != server.pid
+    assert connect["pid"] in forks
+    assert connect["pid"] != server.pid
 
 
 def test_tcp_trigger_counts_requests(trace_path):

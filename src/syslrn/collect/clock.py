@@ -6,5 +6,5 @@ import time
 
 
 def boottime_ns() -> int:
-    """Return CLOCK_BOOTTIME in nanoseconds, as bpf_ktime_get_boot_ns sees it."""
+    """Return CLOCK_BOOTTIME in nanoseconds, the clock of bpf_ktime_get_boot_ns."""
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME)

@@ -275,6 +275,7 @@ class Recorder:
             if self._error is None:
                 self._drain()
             self._flush()
+
             counters = read_counters(obj)
             lost = {k: v for k, v in counters.items() if k != "requests"}
             final = {
@@ -287,6 +288,7 @@ class Recorder:
                 **self.extra_meta,
             }
             path = self._writer.close(final)
+
         finally:
             if self._ring is not None:
                 self._ring.close()

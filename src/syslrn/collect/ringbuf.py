@@ -119,9 +119,9 @@ def committed_records(window: np.ndarray, record_size: int) -> tuple[np.ndarray,
             f"ring buffer record of {bad} bytes, expected {record_size}: "
             "the BPF object and syslrn.collect.events disagree"
         )
-    # NOTE: x86 keeps loads in order, so reading the header before the
-    # payload sees the payload the producer committed; a weakly ordered
-    # CPU would need an acquire load of each header here.
+    # NOTE: x86 keeps loads in order, so a payload read after its header
+    # is the one the producer committed; a weakly ordered CPU would need
+    # an acquire load of each header here.
     keep = (lengths & _DISCARD_BIT) == 0
     payload = window["data"][:count][keep]
     if len(payload) == 0:

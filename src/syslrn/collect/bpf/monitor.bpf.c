@@ -8,9 +8,9 @@
  * in `names` before attach are counted.
  *
  * A window opens at the first request accepted on the trigger socket after
- * a quiet time with no request, and closes when quiet_ns pass with no
- * request; an event after that belongs to no window. In a window, for each
- * node type T:
+ * a quiet time with no request. It closes when quiet_ns pass with no
+ * request, and an event after that belongs to no window. In a window, for
+ * each node type T:
  *   count:T  = processes of type T alive at the open + processes that
  *              became type T (fork or exec) in the window - processes that
  *              left type T by exec in the window;
