@@ -288,7 +288,6 @@ class Recorder:
                 **self.extra_meta,
             }
             path = self._writer.close(final)
-
         finally:
             if self._ring is not None:
                 self._ring.close()
