@@ -67,7 +67,7 @@ def recorded_run(binary: Path, workers: int, seconds: float, trace: Path) -> dic
     return {
         "rate": rate,
         "events": events,
-        "lost": meta["lost"]["ringbuf_full"],
+        "lost": meta["lost"]["reserve_failed"],
         "cpu_s": cpu,
         "cpu_ms_per_1000_events": 1000 * 1000 * cpu / max(events, 1),
     }

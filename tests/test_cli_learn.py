@@ -34,8 +34,9 @@ class ShellRuns:
 def shell_runs(request, tmp_path) -> ShellRuns:
     training = write_shell_campaign(tmp_path / "train", children=CHILDREN)
     normal = write_shell_run(tmp_path / "normal.parquet", 10, CHILDREN, seed=101)
-    missing = write_shell_run(tmp_path / "missing.parquet", 10, CHILDREN, seed=102,
-                              missing=1)
+    missing = write_shell_run(
+        tmp_path / "missing.parquet", 10, CHILDREN, seed=102, missing=1
+    )
     return ShellRuns(training, normal, missing)
 
 
@@ -80,8 +81,15 @@ def test_detect_json(shell_runs, tmp_path, capsys):
     _train(shell_runs.training, model_path)
     capsys.readouterr()
 
-    status = main(["detect", str(model_path), str(shell_runs.normal),
-                   str(shell_runs.missing_child), "--json"])
+    status = main(
+        [
+            "detect",
+            str(model_path),
+            str(shell_runs.normal),
+            str(shell_runs.missing_child),
+            "--json",
+        ]
+    )
     document = json.loads(capsys.readouterr().out)
 
     assert status == 1
@@ -101,8 +109,16 @@ def test_report_writes_pictures(shell_runs, tmp_path, capsys):
     _train(shell_runs.training, model_path)
     out_dir = tmp_path / "report"
 
-    status = main(["report", str(model_path), str(shell_runs.normal),
-                   str(shell_runs.missing_child), "-o", str(out_dir)])
+    status = main(
+        [
+            "report",
+            str(model_path),
+            str(shell_runs.normal),
+            str(shell_runs.missing_child),
+            "-o",
+            str(out_dir),
+        ]
+    )
 
     assert status == 0
     pictures = sorted(p.name for p in out_dir.glob("*.png"))
@@ -131,8 +147,10 @@ def test_model_training_facts(shell_runs, tmp_path):
 
 def test_train_without_kept_feature_writes_nothing(tmp_path, capsys):
     # Every run forks no worker at all, and the rest does not follow requests.
-    runs = [write_shell_run(tmp_path / f"r{i}.parquet", r, 0, seed=i)
-            for i, r in enumerate((3, 6, 9, 12))]
+    runs = [
+        write_shell_run(tmp_path / f"r{i}.parquet", r, 0, seed=i)
+        for i, r in enumerate((3, 6, 9, 12))
+    ]
     model_path = tmp_path / "model.json"
 
     assert _train(runs, model_path) == 1
@@ -141,8 +159,10 @@ def test_train_without_kept_feature_writes_nothing(tmp_path, capsys):
 
 
 def test_train_fixed_workload_says_so(tmp_path, capsys):
-    runs = [write_shell_run(tmp_path / f"r{i}.parquet", 8, CHILDREN, seed=i)
-            for i in range(4)]
+    runs = [
+        write_shell_run(tmp_path / f"r{i}.parquet", 8, CHILDREN, seed=i)
+        for i in range(4)
+    ]
     model_path = tmp_path / "model.json"
 
     assert _train(runs, model_path) == 0
@@ -196,7 +216,9 @@ def test_detect_rejects_other_schema_version(shell_runs, tmp_path, capsys):
     model_path.write_text(json.dumps(document))
 
     assert main(["detect", str(model_path), str(shell_runs.normal)]) == 2
-    assert "model schema version 2, this syslrn reads version 1" in capsys.readouterr().err
+    assert (
+        "model schema version 2, this syslrn reads version 1" in capsys.readouterr().err
+    )
 
 
 def _campaign(tmp_path, shell_runs):
@@ -220,8 +242,19 @@ def _campaign(tmp_path, shell_runs):
 def test_evaluate_campaign_json(shell_runs, tmp_path, capsys):
     directory = _campaign(tmp_path, shell_runs)
 
-    status = main(["evaluate", str(directory), "-k", "5", "--json",
-                   "--embedding", "bag-of-nodes,wl", "--model", "linear,huber"])
+    status = main(
+        [
+            "evaluate",
+            str(directory),
+            "-k",
+            "5",
+            "--json",
+            "--embedding",
+            "bag-of-nodes,wl",
+            "--model",
+            "linear,huber",
+        ]
+    )
     document = json.loads(capsys.readouterr().out)
 
     assert status == 0
@@ -229,8 +262,12 @@ def test_evaluate_campaign_json(shell_runs, tmp_path, capsys):
     assert document["failure"] == 2
     assert document["folds"] == 5
     combos = [(r["embedding"], r["model"]) for r in document["results"]]
-    assert combos == [("bag-of-nodes", "linear"), ("bag-of-nodes", "huber"),
-                      ("wl", "linear"), ("wl", "huber")]
+    assert combos == [
+        ("bag-of-nodes", "linear"),
+        ("bag-of-nodes", "huber"),
+        ("wl", "linear"),
+        ("wl", "huber"),
+    ]
     for result in document["results"]:
         assert result["recall"] == 1.0
         assert result["selectivity"] == 1.0
@@ -249,11 +286,18 @@ def test_evaluate_table_output(shell_runs, tmp_path, capsys):
 
 
 def test_evaluate_labelled_runs(shell_runs, tmp_path, capsys):
-    failure = write_shell_run(tmp_path / "oom.parquet", 12, CHILDREN, seed=7, missing=1,
-                              labels={"fault": "oom"})
+    failure = write_shell_run(
+        tmp_path / "oom.parquet",
+        12,
+        CHILDREN,
+        seed=7,
+        missing=1,
+        labels={"fault": "oom"},
+    )
 
-    status = main(["evaluate", *map(str, shell_runs.training), str(failure), "-k", "3",
-                   "--json"])
+    status = main(
+        ["evaluate", *map(str, shell_runs.training), str(failure), "-k", "3", "--json"]
+    )
     result = json.loads(capsys.readouterr().out)["results"][0]
 
     assert status == 0
@@ -279,13 +323,23 @@ def _feature_table(tmp_path, suffix):
         pq.write_table(pa.table(columns), path)
     else:
         sep = "\t" if suffix == ".tsv" else ","
-        rows = [sep.join(map(str, values)) for values in zip(*columns.values(), strict=True)]
+        rows = [
+            sep.join(map(str, values)) for values in zip(*columns.values(), strict=True)
+        ]
         path.write_text("\n".join([sep.join(columns), *rows]) + "\n")
     return path
 
 
-TABLE_OPTIONS = ["--request-column", "n", "--label-column", "outcome",
-                 "--normal-label", "ok", "--id-column", "run"]
+TABLE_OPTIONS = [
+    "--request-column",
+    "n",
+    "--label-column",
+    "outcome",
+    "--normal-label",
+    "ok",
+    "--id-column",
+    "run",
+]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])
@@ -300,7 +354,9 @@ def test_feature_table_train_detect_evaluate(tmp_path, capsys, suffix):
     assert "leaving out 2 failure runs" in capsys.readouterr().out
 
     assert main(["detect", str(model_path), str(table), "--json", *TABLE_OPTIONS]) == 1
-    verdicts = {r["run"]: r["anomalous"] for r in json.loads(capsys.readouterr().out)["runs"]}
+    verdicts = {
+        r["run"]: r["anomalous"] for r in json.loads(capsys.readouterr().out)["runs"]
+    }
     assert verdicts == {f"r{i}": i >= 8 for i in range(10)}
 
     assert main(["evaluate", str(table), "-k", "4", "--json", *TABLE_OPTIONS]) == 0
@@ -321,16 +377,64 @@ def test_table_model_rejects_traces(tmp_path, shell_runs, capsys):
 
 
 def test_merge_command_joins_hosts(tmp_path, capsys):
-    web = write_trace(tmp_path / "web.parquet", table_from_rows([
-        dict(ts_ns=1, host="web", kind="snapshot", pid=5, start_ns=50, comm="gunicorn"),
-        dict(ts_ns=2, host="web", kind="connect", pid=5, start_ns=50, family="inet",
-             laddr="10.0.0.1", lport=40000, raddr="10.0.0.2", rport=5432, netns=1),
-    ]), {"host": "web", "requests": 4, "labels": {"phase": "workload"}})
-    db = write_trace(tmp_path / "db.parquet", table_from_rows([
-        dict(ts_ns=1, host="db", kind="snapshot", pid=5, start_ns=50, comm="postgres"),
-        dict(ts_ns=3, host="db", kind="accept", pid=5, start_ns=50, family="inet",
-             laddr="10.0.0.2", lport=5432, raddr="10.0.0.1", rport=40000, netns=2),
-    ]), {"host": "db", "labels": {"phase": "workload"}})
+    web = write_trace(
+        tmp_path / "web.parquet",
+        table_from_rows(
+            [
+                dict(
+                    ts_ns=1,
+                    host="web",
+                    kind="snapshot",
+                    pid=5,
+                    start_ns=50,
+                    comm="gunicorn",
+                ),
+                dict(
+                    ts_ns=2,
+                    host="web",
+                    kind="connect",
+                    pid=5,
+                    start_ns=50,
+                    family="inet",
+                    laddr="10.0.0.1",
+                    lport=40000,
+                    raddr="10.0.0.2",
+                    rport=5432,
+                    netns=1,
+                ),
+            ]
+        ),
+        {"host": "web", "requests": 4, "labels": {"phase": "workload"}},
+    )
+    db = write_trace(
+        tmp_path / "db.parquet",
+        table_from_rows(
+            [
+                dict(
+                    ts_ns=1,
+                    host="db",
+                    kind="snapshot",
+                    pid=5,
+                    start_ns=50,
+                    comm="postgres",
+                ),
+                dict(
+                    ts_ns=3,
+                    host="db",
+                    kind="accept",
+                    pid=5,
+                    start_ns=50,
+                    family="inet",
+                    laddr="10.0.0.2",
+                    lport=5432,
+                    raddr="10.0.0.1",
+                    rport=40000,
+                    netns=2,
+                ),
+            ]
+        ),
+        {"host": "db", "labels": {"phase": "workload"}},
+    )
     merged = tmp_path / "run.parquet"
 
     assert main(["merge", str(web), str(db), "-o", str(merged)]) == 0
@@ -342,9 +446,14 @@ def test_merge_command_joins_hosts(tmp_path, capsys):
 
     from syslrn.embed import BagOfNodes
     from syslrn.graph import build_graph
+
     features = BagOfNodes().features(build_graph(trace))
-    assert features == {"count:gunicorn": 1.0, "degree:gunicorn": 1.0,
-                        "count:postgres": 1.0, "degree:postgres": 1.0}
+    assert features == {
+        "count:gunicorn": 1.0,
+        "degree:gunicorn": 1.0,
+        "count:postgres": 1.0,
+        "degree:postgres": 1.0,
+    }
     assert not build_graph(trace).external.any()
 
 
@@ -355,14 +464,22 @@ def test_merge_rejects_same_host(tmp_path, capsys):
     assert "also appears in" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("option, message", [
-    (["--r2-threshold", "1.5"], "R^2 threshold 1.5 must be a number within [0, 1]"),
-    (["--model-param", "tolerance_k=-1"], "tolerance_k=-1 must be a number of 0 or more"),
-    (["--embedding", "wl", "--embedding-param", "iterations=two"],
-     "iterations='two' must be a whole number"),
-    (["--model", "ridge"], "model 'ridge' is unknown"),
-    (["--model-param", "alpha"], "expected NAME=VALUE"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--r2-threshold", "1.5"], "R^2 threshold 1.5 must be a number within [0, 1]"),
+        (
+            ["--model-param", "tolerance_k=-1"],
+            "tolerance_k=-1 must be a number of 0 or more",
+        ),
+        (
+            ["--embedding", "wl", "--embedding-param", "iterations=two"],
+            "iterations='two' must be a whole number",
+        ),
+        (["--model", "ridge"], "model 'ridge' is unknown"),
+        (["--model-param", "alpha"], "expected NAME=VALUE"),
+    ],
+)
 def test_train_rejects_bad_parameters(shell_runs, tmp_path, capsys, option, message):
     assert _train(shell_runs.training, tmp_path / "m.json", *option) == 2
     assert message in capsys.readouterr().err

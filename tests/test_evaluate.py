@@ -52,7 +52,9 @@ def _synthetic(n_normal=30, n_failure=6, seed=0):
     for i, r in enumerate(requests):
         failure = i >= n_normal
         workers = r if failure else 2 * r
-        rows.append({"count:worker": float(workers), "count:cron": float(rng.integers(0, 4))})
+        rows.append(
+            {"count:worker": float(workers), "count:cron": float(rng.integers(0, 4))}
+        )
         if not failure:
             faults.append(None)
         elif i % 2:
@@ -65,7 +67,11 @@ def _synthetic(n_normal=30, n_failure=6, seed=0):
 
 def _evaluate(rows, requests, is_failure, faults, folds):
     return cross_validate(
-        rows, requests, is_failure, faults, folds,
+        rows,
+        requests,
+        is_failure,
+        faults,
+        folds,
         embedding={"name": "bag-of-nodes", "params": {}},
         describe=lambda n: tuple(n.split(":", 1)),
         make_estimator=LinearModel,
@@ -95,14 +101,20 @@ def test_cross_validation_counts_every_test_run():
     assert pooled.tn + pooled.fp == len(is_failure) - sum(is_failure)
     assert evaluation.summary()["recall"] == 1.0
     assert evaluation.summary()["selectivity"] == 1.0
-    assert evaluation.per_fault() == {"kill-a": {"runs": 3, "recall": 1.0},
-                                      "kill-b": {"runs": 3, "recall": 1.0}}
+    assert evaluation.per_fault() == {
+        "kill-a": {"runs": 3, "recall": 1.0},
+        "kill-b": {"runs": 3, "recall": 1.0},
+    }
 
 
 def test_cross_validation_is_reproducible():
     rows, requests, is_failure, faults = _synthetic(seed=3)
-    first = _evaluate(rows, requests, is_failure, faults, make_folds(is_failure, 5, seed=4))
-    second = _evaluate(rows, requests, is_failure, faults, make_folds(is_failure, 5, seed=4))
+    first = _evaluate(
+        rows, requests, is_failure, faults, make_folds(is_failure, 5, seed=4)
+    )
+    second = _evaluate(
+        rows, requests, is_failure, faults, make_folds(is_failure, 5, seed=4)
+    )
 
     assert first.to_dict() == second.to_dict()
 
@@ -111,8 +123,9 @@ def test_cross_validation_sees_missed_failures():
     rows, requests, is_failure, faults = _synthetic()
     # One failure run looks normal: every fold must miss it.
     rows[-1] = {"count:worker": 2.0 * requests[-1], "count:cron": 1.0}
-    evaluation = _evaluate(rows, requests, is_failure, faults,
-                           make_folds(is_failure, n_folds=5, seed=0))
+    evaluation = _evaluate(
+        rows, requests, is_failure, faults, make_folds(is_failure, n_folds=5, seed=0)
+    )
 
     assert evaluation.summary()["recall"] == pytest.approx(5 / 6)
     missed = "kill-a" if (len(rows) - 1) % 2 else "kill-b"
@@ -127,11 +140,14 @@ def _write_campaign(tmp_path, rows, header="id,phase,requests,fault,failure,trac
 
 
 def test_campaign_runs_sorted_by_id(tmp_path):
-    directory = _write_campaign(tmp_path, [
-        "exp-2,workload,8,none,false,exp-2/trace.parquet",
-        "exp-1,workload,4,kill,true,exp-1/trace.parquet",
-        "start,startup,,none,false,start/trace.parquet",
-    ])
+    directory = _write_campaign(
+        tmp_path,
+        [
+            "exp-2,workload,8,none,false,exp-2/trace.parquet",
+            "exp-1,workload,4,kill,true,exp-1/trace.parquet",
+            "start,startup,,none,false,start/trace.parquet",
+        ],
+    )
     runset = resolve_runs([directory])
 
     assert [r.name for r in runset.runs] == ["exp-1", "exp-2", "start"]
@@ -157,7 +173,9 @@ def test_campaign_trace_count_wins(tmp_path):
 def test_campaign_rejects_bad_failure_value(tmp_path):
     directory = _write_campaign(tmp_path, ["exp-1,workload,4,none,maybe,x.parquet"])
 
-    with pytest.raises(SyslrnError, match="line 2: failure='maybe' is not true or false"):
+    with pytest.raises(
+        SyslrnError, match="line 2: failure='maybe' is not true or false"
+    ):
         resolve_runs([directory])
 
 
@@ -185,9 +203,14 @@ def test_trace_labels_give_fault(tmp_path):
 
 
 def test_require_requests_names_runs(tmp_path):
-    directory = _write_campaign(tmp_path, ["e1,workload,,none,false,x.parquet",
-                                           "e2,workload,,none,false,y.parquet",
-                                           "e3,workload,5,none,false,z.parquet"])
+    directory = _write_campaign(
+        tmp_path,
+        [
+            "e1,workload,,none,false,x.parquet",
+            "e2,workload,,none,false,y.parquet",
+            "e3,workload,5,none,false,z.parquet",
+        ],
+    )
     runs = resolve_runs([directory]).runs
 
     with pytest.raises(SyslrnError, match="runs without a request count: e1, e2"):
@@ -222,8 +245,9 @@ def test_feature_table_formats(tmp_path, suffix):
         pq.write_table(pa.table(columns), path)
     else:
         sep = "," if suffix == ".csv" else "\t"
-        lines = [sep.join(columns)] + [sep.join(str(columns[c][i]) for c in columns)
-                                       for i in range(4)]
+        lines = [sep.join(columns)] + [
+            sep.join(str(columns[c][i]) for c in columns) for i in range(4)
+        ]
         path.write_text("\n".join(lines) + "\n")
     runset = resolve_runs([path])
 
@@ -239,8 +263,10 @@ def test_feature_table_formats(tmp_path, suffix):
 def test_feature_table_options(tmp_path):
     path = tmp_path / "features.csv"
     path.write_text("n,outcome,x\n5,ok,1\n6,bad,2\n")
-    runset = resolve_runs([path], TableOptions(request_column="n", label_column="outcome",
-                                               normal_label="ok"))
+    runset = resolve_runs(
+        [path],
+        TableOptions(request_column="n", label_column="outcome", normal_label="ok"),
+    )
 
     assert [r.failure for r in runset.runs] == [False, True]
     assert [r.name for r in runset.runs] == ["row 1", "row 2"]

@@ -42,8 +42,9 @@ def _with_r2(r2: float, seed: int = 0) -> np.ndarray:
 
 
 def test_linear_recovers_known_r2():
-    X = np.column_stack([_with_r2(0.99), _with_r2(0.91, 1), _with_r2(0.89, 2),
-                         _with_r2(0.5, 3)])
+    X = np.column_stack(
+        [_with_r2(0.99), _with_r2(0.91, 1), _with_r2(0.89, 2), _with_r2(0.5, 3)]
+    )
     model = LinearModel().fit(X, REQUESTS)
 
     np.testing.assert_allclose(model.r2_, [0.99, 0.91, 0.89, 0.5], atol=1e-10)
@@ -90,9 +91,15 @@ def test_predict_flags_beyond_tolerance_only():
     observed = np.array([[20.0], [21.0], [22.5], [17.0]])
 
     # Expected 20 with tolerance 1: a deviation of exactly 1 passes.
-    assert model.predict(observed, np.full(4, 10)).tolist() == [False, False, True, True]
-    np.testing.assert_allclose(model.deviation(observed, np.full(4, 10))[:, 0],
-                               [0, 1, 2.5, -3], atol=1e-9)
+    assert model.predict(observed, np.full(4, 10)).tolist() == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    np.testing.assert_allclose(
+        model.deviation(observed, np.full(4, 10))[:, 0], [0, 1, 2.5, -3], atol=1e-9
+    )
 
 
 def test_rejected_features_never_flag():
@@ -106,8 +113,9 @@ def test_fixed_workload_keeps_stable_features():
     rng = np.random.default_rng(0)
     stable = 100 + rng.normal(0, 1, 12)
     unstable = rng.integers(0, 10, 12).astype(float)
-    model = LinearModel().fit(np.column_stack([stable, unstable, np.zeros(12)]),
-                              np.full(12, 50))
+    model = LinearModel().fit(
+        np.column_stack([stable, unstable, np.zeros(12)]), np.full(12, 50)
+    )
 
     assert model.degenerate_
     assert model.kept_.tolist() == [True, False, False]
@@ -158,10 +166,18 @@ def test_models_are_sklearn_estimators():
 
 
 def _trained(requests=REQUESTS, estimator=None):
-    rows = [{"count:worker": 2 * r, "degree:worker": 2 * r, "count:cron": 1.0,
-             "degree:cron": float(i % 3)} for i, r in enumerate(requests)]
+    rows = [
+        {
+            "count:worker": 2 * r,
+            "degree:worker": 2 * r,
+            "count:cron": 1.0,
+            "degree:cron": float(i % 3),
+        }
+        for i, r in enumerate(requests)
+    ]
     return train_model(
-        rows, [int(r) for r in requests],
+        rows,
+        [int(r) for r in requests],
         estimator=estimator or LinearModel(),
         embedding={"name": "bag-of-nodes", "params": {"include_driver": False}},
         describe=lambda name: tuple(name.split(":", 1)),
@@ -205,7 +221,9 @@ def test_model_detect_counts_missing_feature_as_zero():
 
 
 def test_model_expected_values():
-    assert _trained().expected(7) == pytest.approx({"count:worker": 14.0, "degree:worker": 14.0})
+    assert _trained().expected(7) == pytest.approx(
+        {"count:worker": 14.0, "degree:worker": 14.0}
+    )
 
 
 def test_model_detect_agrees_with_estimator():
@@ -215,11 +233,16 @@ def test_model_detect_agrees_with_estimator():
     names = [f.name for f in model.features]
     for _ in range(50):
         requests = int(rng.integers(0, 100))
-        row = {"count:worker": 2 * requests + float(rng.integers(-2, 3)),
-               "degree:worker": 2 * requests + float(rng.integers(-2, 3)),
-               "count:cron": 1.0, "degree:cron": 0.0}
+        row = {
+            "count:worker": 2 * requests + float(rng.integers(-2, 3)),
+            "degree:worker": 2 * requests + float(rng.integers(-2, 3)),
+            "count:cron": 1.0,
+            "degree:cron": 0.0,
+        }
         X = np.array([[row[n] for n in names]])
-        assert model.detect(row, requests).anomalous == bool(estimator.predict(X, [requests])[0])
+        assert model.detect(row, requests).anomalous == bool(
+            estimator.predict(X, [requests])[0]
+        )
 
 
 def test_model_file_round_trip(tmp_path):
@@ -232,8 +255,16 @@ def test_model_file_round_trip(tmp_path):
     assert document["schema_version"] == 1
     assert document["format"] == "syslrn-model"
     assert document["plan"] is None
-    assert set(document["features"][0]) >= {"name", "node_type", "stat", "kept", "r2",
-                                             "slope", "intercept", "tolerance"}
+    assert set(document["features"][0]) >= {
+        "name",
+        "node_type",
+        "stat",
+        "kept",
+        "r2",
+        "slope",
+        "intercept",
+        "tolerance",
+    }
     row = {"count:worker": 41.0, "degree:worker": 30.0}
     assert loaded.detect(row, 20).to_dict() == model.detect(row, 20).to_dict()
 
@@ -248,11 +279,14 @@ def test_model_of_other_version_names_both(tmp_path):
         load_model(path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "not valid JSON"),
-    ('{"format": "other"}', "not a syslrn model"),
-    ('{"format": "syslrn-model", "schema_version": 1}', "model lacks keys"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format": "other"}', "not a syslrn model"),
+        ('{"format": "syslrn-model", "schema_version": 1}', "model lacks keys"),
+    ],
+)
 def test_invalid_model_files(tmp_path, text, message):
     path = tmp_path / "bad.json"
     path.write_text(text)
@@ -291,23 +325,45 @@ def _phase_graph(rows):
 
 def test_classes_from_phases():
     def snap(pid, comm):
-        return dict(ts_ns=1, host="a", kind="snapshot", pid=pid, start_ns=pid, comm=comm)
+        return dict(
+            ts_ns=1, host="a", kind="snapshot", pid=pid, start_ns=pid, comm=comm
+        )
 
     def forked(pid, name, parent):
         return [
-            dict(ts_ns=5, host="a", kind="fork", pid=pid, start_ns=pid * 10, ppid=parent,
-                 parent_start_ns=parent, comm="x"),
-            dict(ts_ns=6, host="a", kind="exec", pid=pid, start_ns=pid * 10, comm="x",
-                 filename=f"/usr/bin/{name}"),
+            dict(
+                ts_ns=5,
+                host="a",
+                kind="fork",
+                pid=pid,
+                start_ns=pid * 10,
+                ppid=parent,
+                parent_start_ns=parent,
+                comm="x",
+            ),
+            dict(
+                ts_ns=6,
+                host="a",
+                kind="exec",
+                pid=pid,
+                start_ns=pid * 10,
+                comm="x",
+                filename=f"/usr/bin/{name}",
+            ),
         ]
 
-    startup = _phase_graph([snap(1, "systemd"), snap(2, "cron"), *forked(3, "postgres", 1)])
-    idle = _phase_graph([snap(1, "systemd"), snap(3, "postgres"),
-                         *forked(4, "autovacuum", 3)])
-    workload = _phase_graph([snap(1, "systemd"), snap(3, "postgres"),
-                             *forked(5, "backend", 3)])
+    startup = _phase_graph(
+        [snap(1, "systemd"), snap(2, "cron"), *forked(3, "postgres", 1)]
+    )
+    idle = _phase_graph(
+        [snap(1, "systemd"), snap(3, "postgres"), *forked(4, "autovacuum", 3)]
+    )
+    workload = _phase_graph(
+        [snap(1, "systemd"), snap(3, "postgres"), *forked(5, "backend", 3)]
+    )
     classes = classify_node_types(
-        {"startup": [startup], "idle": [idle], "workload": [workload]}, {"backend"})
+        {"startup": [startup], "idle": [idle], "workload": [workload]}, {"backend"}
+    )
 
     assert classes == {
         "systemd": "system-background",

@@ -17,15 +17,27 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _model_and_graphs(levels=(2, 4, 6, 8, 10)):
-    graphs = [build_graph(table_from_rows(shell_workload_rows(r, 2, background_jobs=r % 3)),
-                          name=f"run-{r}") for r in levels]
+    graphs = [
+        build_graph(
+            table_from_rows(shell_workload_rows(r, 2, background_jobs=r % 3)),
+            name=f"run-{r}",
+        )
+        for r in levels
+    ]
     embedding = BagOfNodes()
     rows = [embedding.features(g) for g in graphs]
-    model = train_model(rows, list(levels), estimator=LinearModel(),
-                        embedding={"name": embedding.name, "params": embedding.get_params()},
-                        describe=embedding.describe)
-    model.training["classes"] = {"worker": "workload-driven", "sh": "workload-driven",
-                                 "cron": "system-background"}
+    model = train_model(
+        rows,
+        list(levels),
+        estimator=LinearModel(),
+        embedding={"name": embedding.name, "params": embedding.get_params()},
+        describe=embedding.describe,
+    )
+    model.training["classes"] = {
+        "worker": "workload-driven",
+        "sh": "workload-driven",
+        "cron": "system-background",
+    }
     return model, graphs, rows
 
 
@@ -38,8 +50,10 @@ def _png(path):
 
 def test_report_writes_every_figure(tmp_path):
     model, graphs, rows = _model_and_graphs()
-    runs = [ReportRun(g.name, r, row, model.detect(row, r))
-            for g, r, row in zip(graphs, (2, 4, 6, 8, 10), rows, strict=True)]
+    runs = [
+        ReportRun(g.name, r, row, model.detect(row, r))
+        for g, r, row in zip(graphs, (2, 4, 6, 8, 10), rows, strict=True)
+    ]
     index = write_report(model, tmp_path / "report", runs, graphs[0])
 
     kept = [f.name for f in model.kept_features]
@@ -52,7 +66,9 @@ def test_report_writes_every_figure(tmp_path):
 
     html = index.read_text()
     images = re.findall(r"<img src='([^']+)'", html)
-    assert sorted(images) == sorted([p.name for p in features] + ["r2.png", "graph.png"])
+    assert sorted(images) == sorted(
+        [p.name for p in features] + ["r2.png", "graph.png"]
+    )
     for name in (f.name for f in model.features if not f.kept):
         assert f"<td>{name}</td>" in html
     assert "run-10" in html
@@ -69,20 +85,27 @@ def test_report_without_runs(tmp_path):
 
 def test_large_graph_drawn_by_node_type(tmp_path):
     model, _, _ = _model_and_graphs()
-    graph = build_graph(table_from_rows(shell_workload_rows(MAX_DRAWN_PROCESSES, 1)),
-                        name="big")
+    graph = build_graph(
+        table_from_rows(shell_workload_rows(MAX_DRAWN_PROCESSES, 1)), name="big"
+    )
     assert graph.n_nodes > MAX_DRAWN_PROCESSES
     write_report(model, tmp_path / "big", (), graph)
 
     _png(tmp_path / "big" / "graph.png")
-    assert "system graph of big" in (tmp_path / "big" / "index.html").read_text().lower()
+    assert (
+        "system graph of big" in (tmp_path / "big" / "index.html").read_text().lower()
+    )
 
 
 def test_report_marks_fixed_workload(tmp_path):
     rows = [{"count:worker": 10.0}, {"count:worker": 10.0}, {"count:worker": 11.0}]
-    model = train_model(rows, [5] * 3, estimator=LinearModel(),
-                        embedding={"name": "bag-of-nodes"},
-                        describe=BagOfNodes().describe)
+    model = train_model(
+        rows,
+        [5] * 3,
+        estimator=LinearModel(),
+        embedding={"name": "bag-of-nodes"},
+        describe=BagOfNodes().describe,
+    )
     html = write_report(model, tmp_path / "fixed").read_text()
 
     assert model.degenerate

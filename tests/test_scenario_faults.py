@@ -104,8 +104,9 @@ def test_full_filesystem_rejects_writes_until_reverted(tmp_path):
 
 def test_kill_processes_kills_matching_children(sleeper):
     loop = sleeper(["sh", "-c", "while true; do sleep 0.05; done"])
-    fault = KillProcesses("killed", "sleeps are killed", lambda: loop.pid,
-                          comms={"sleep"})
+    fault = KillProcesses(
+        "killed", "sleeps are killed", lambda: loop.pid, comms={"sleep"}
+    )
 
     fault.apply()
     host.wait_until(lambda: fault.killed >= 3, 10.0, "three killed sleeps")
@@ -160,8 +161,9 @@ def test_listening_sees_bound_socket():
 
 
 def test_descendant_pids_walks_the_tree(sleeper):
-    shell = sleeper([sys.executable, "-c",
-                     "import subprocess; subprocess.run(['sleep', '30'])"])
+    shell = sleeper(
+        [sys.executable, "-c", "import subprocess; subprocess.run(['sleep', '30'])"]
+    )
     host.wait_until(lambda: host.child_pids(shell.pid), 10.0, "the grandchild")
 
     grandchildren = host.child_pids(shell.pid)
@@ -170,3 +172,16 @@ def test_descendant_pids_walks_the_tree(sleeper):
 
     assert shell.pid in descendants
     assert set(grandchildren) <= set(descendants)
+
+
+@pytest.mark.parametrize("name", ["postgres", "postfix", "ssh"])
+def test_scenario_names_files_before_setup(tmp_path, name):
+    # A campaign asks for these before it starts the servers, to record the
+    # start-up; none may need setup() first.
+    scenario = scenario_class(name)(tmp_path / "work")
+    trigger = scenario.trigger
+    assert trigger.startswith(("tcp:", "unix:"))
+    assert scenario.trigger == trigger
+    assert [source.component for source in scenario.logs()]
+    assert scenario.faults()
+    assert not (tmp_path / "work").exists() or name == "postgres"

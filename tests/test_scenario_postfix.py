@@ -74,8 +74,11 @@ def test_log_groups_lines_by_queue_id(scenario):
         match = re.search(source.session_regex, line)
         if match:
             by_queue_id[match.group(1)].append(line)
-    delivered = [lines for lines in by_queue_id.values()
-                 if any("status=sent" in line for line in lines)]
+    delivered = [
+        lines
+        for lines in by_queue_id.values()
+        if any("status=sent" in line for line in lines)
+    ]
 
     assert len(delivered) >= 2
     for lines in delivered:

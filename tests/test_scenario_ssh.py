@@ -76,8 +76,11 @@ def test_log_groups_lines_by_client_port(scenario):
         match = re.search(source.session_regex, line)
         if match:
             by_port[match.group(1)].append(line)
-    sessions = [lines for lines in by_port.values()
-                if any(line.startswith("Accepted publickey") for line in lines)]
+    sessions = [
+        lines
+        for lines in by_port.values()
+        if any(line.startswith("Accepted publickey") for line in lines)
+    ]
 
     assert str(scenario.port) not in by_port
     assert len(sessions) >= 2
@@ -128,8 +131,9 @@ def test_teardown_kills_hung_sessions(tmp_path):
         result = scenario.run_workload(2)
         # The killed clients' sessions end, and their commands are
         # re-parented to init, so they are found by their user.
-        hung = [pid for pid in _user_processes(uid)
-                if host.process_comm(pid) == "sleep"]
+        hung = [
+            pid for pid in _user_processes(uid) if host.process_comm(pid) == "sleep"
+        ]
         started = [listener, *host.descendant_pids(listener), *hung]
         shared_dir = scenario.shared_dir
     finally:

@@ -28,12 +28,18 @@ COMMAND_MODULES = (
     "monitor",
     "campaign",
     "baseline",
+    "demo",
 )
 
 log = logging.getLogger("syslrn")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; with ``command``, import only that command's module.
+
+    A long-running command such as ``monitor`` then carries no library that
+    only the other commands use, which keeps its memory small.
+    """
     parser = argparse.ArgumentParser(
         prog="syslrn",
         description=(
@@ -52,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
+        if command is not None and name != command:
+            subparsers.add_parser(name)
+            continue
         module = importlib.import_module(f"syslrn.commands.{name}")
         module.register(subparsers)
     return parser
@@ -70,8 +79,17 @@ def _configure_logging(verbosity: int) -> None:
     )
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """Return the subcommand named in ``argv``, or None (e.g. for --help)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMAND_MODULES else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     try:

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from syslrn.collect import events, procfs
 from syslrn.collect.build import build_object
+from syslrn.collect.clock import boottime_ns
 from syslrn.collect.libbpf import BpfObject, num_possible_cpus
 from syslrn.collect.privileges import check_bpf_allowed
 from syslrn.collect.ringbuf import RingBuffer
@@ -47,7 +48,7 @@ POLL_INTERVAL_S = 0.05
 ROW_GROUP_ROWS = 65536
 FLUSH_INTERVAL_S = 1.0
 
-COUNTERS = ("ringbuf_full", "short_read", "truncated", "map_full", "requests")
+COUNTERS = ("reserve_failed", "short_read", "truncated", "map_full", "requests")
 
 
 class Config(ctypes.Structure):
@@ -61,10 +62,6 @@ class Config(ctypes.Structure):
         ("sock_key", ctypes.c_uint64),
         ("trigger_path", ctypes.c_char * 108),
     ]
-
-
-def boottime_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
 def configure(obj: BpfObject, trigger: Trigger | None) -> None:
@@ -278,6 +275,7 @@ class Recorder:
             if self._error is None:
                 self._drain()
             self._flush()
+
             counters = read_counters(obj)
             lost = {k: v for k, v in counters.items() if k != "requests"}
             final = {
@@ -285,7 +283,7 @@ class Recorder:
                 "duration_s": (stopped_ns - self.started_ns) / 1e9,
                 "requests": counters["requests"] if self.trigger else None,
                 "lost": lost,
-                "lost_events": lost["ringbuf_full"],
+                "lost_events": lost["reserve_failed"],
                 "events": self.events,
                 **self.extra_meta,
             }
@@ -295,11 +293,11 @@ class Recorder:
                 self._ring.close()
             obj.close()
             self._obj = None
-        if lost["ringbuf_full"]:
+        if lost["reserve_failed"]:
             log.warning(
-                "%s: %d events lost (ring buffer full); raise --ringbuf-size",
+                "%s: %d events lost (ring buffer reservations failed)",
                 path,
-                lost["ringbuf_full"],
+                lost["reserve_failed"],
             )
         if self._error is not None:
             raise self._error

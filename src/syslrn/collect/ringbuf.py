@@ -80,37 +80,52 @@ class RingBuffer:
             self._producer, dtype=self._dtype, count=count, offset=start
         )
         try:
-            payload, count = self._committed(window)
+            payload, count = committed_records(window, self.record_size)
         finally:
             # The view pins the mapping; close() fails while one is alive.
             del window
         if count:
             struct.pack_into("<Q", self._consumer, 0, consumer + count * self.stride)
-        if len(payload) == 0:
-            # The head record is still being written, or all were discarded.
-            return np.empty(0, dtype=f"V{self.record_size}")
-        raw = payload.view(np.uint8).reshape(len(payload), -1)[:, : self.record_size]
-        return np.ascontiguousarray(raw).view(f"V{self.record_size}").reshape(-1)
-
-    def _committed(self, window: np.ndarray) -> tuple[np.ndarray, int]:
-        """Copy the payloads of the committed records at the head of window."""
-        lengths = window["len"]
-        busy = np.flatnonzero(lengths & _BUSY_BIT)
-        count = int(busy[0]) if busy.size else len(window)
-        lengths = lengths[:count]
-        sizes = lengths & _LENGTH_MASK
-        if np.any(sizes != self.record_size):
-            bad = int(sizes[sizes != self.record_size][0])
-            raise ValueError(
-                f"ring buffer record of {bad} bytes, expected {self.record_size}: "
-                "the BPF object and syslrn.collect.events disagree"
-            )
-        # NOTE: x86 keeps loads in order, so reading the header before the
-        # payload sees the payload the producer committed; a weakly ordered
-        # CPU would need an acquire load of each header here.
-        keep = (lengths & _DISCARD_BIT) == 0
-        return window["data"][:count][keep].copy(), count
+        return payload
 
     def close(self) -> None:
         self._consumer.close()
         self._producer.close()
+
+
+def record_dtype(record_size: int) -> np.dtype:
+    """Return the dtype of one ring buffer slot: header, then padded payload."""
+    stride = (record_size + _HEADER_SIZE + 7) & ~7
+    return np.dtype(
+        [("len", "<u4"), ("pg_off", "<u4"), ("data", f"V{stride - _HEADER_SIZE}")]
+    )
+
+
+def committed_records(window: np.ndarray, record_size: int) -> tuple[np.ndarray, int]:
+    """Copy the payloads of the committed records at the head of ``window``.
+
+    Returns the payloads (dtype ``V<record_size>``, discarded records left
+    out) and the number of slots to release, which stops before the first
+    record still being written.
+    """
+    lengths = window["len"]
+    busy = np.flatnonzero(lengths & _BUSY_BIT)
+    count = int(busy[0]) if busy.size else len(window)
+    lengths = lengths[:count]
+    sizes = lengths & _LENGTH_MASK
+    if np.any(sizes != record_size):
+        bad = int(sizes[sizes != record_size][0])
+        raise ValueError(
+            f"ring buffer record of {bad} bytes, expected {record_size}: "
+            "the BPF object and syslrn.collect.events disagree"
+        )
+    # NOTE: x86 keeps loads in order, so a payload read after its header
+    # is the one the producer committed; a weakly ordered CPU would need
+    # an acquire load of each header here.
+    keep = (lengths & _DISCARD_BIT) == 0
+    payload = window["data"][:count][keep]
+    if len(payload) == 0:
+        return np.empty(0, dtype=f"V{record_size}"), count
+    raw = np.ascontiguousarray(payload).view(np.uint8).reshape(len(payload), -1)
+    out = np.ascontiguousarray(raw[:, :record_size])
+    return out.view(f"V{record_size}").reshape(-1), count

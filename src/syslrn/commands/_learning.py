@@ -31,24 +31,48 @@ TABLE_EMBEDDING = "feature-table"
 
 
 def add_table_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("feature tables (CSV, TSV or Parquet, one row per run)")
-    group.add_argument("--request-column", default="requests", metavar="NAME",
-                       help="column with each run's request count (default: %(default)s)")
-    group.add_argument("--label-column", default="label", metavar="NAME",
-                       help="column with each run's fault label (default: %(default)s)")
-    group.add_argument("--normal-label", default=NO_FAULT, metavar="VALUE",
-                       help="label value of failure-free runs (default: %(default)s)")
-    group.add_argument("--id-column", default="id", metavar="NAME",
-                       help="column that names each run (default: %(default)s; "
-                            "rows are numbered without it)")
+    group = parser.add_argument_group(
+        "feature tables (CSV, TSV or Parquet, one row per run)"
+    )
+    group.add_argument(
+        "--request-column",
+        default="requests",
+        metavar="NAME",
+        help="column with each run's request count (default: %(default)s)",
+    )
+    group.add_argument(
+        "--label-column",
+        default="label",
+        metavar="NAME",
+        help="column with each run's fault label (default: %(default)s)",
+    )
+    group.add_argument(
+        "--normal-label",
+        default=NO_FAULT,
+        metavar="VALUE",
+        help="label value of failure-free runs (default: %(default)s)",
+    )
+    group.add_argument(
+        "--id-column",
+        default="id",
+        metavar="NAME",
+        help="column that names each run (default: %(default)s; "
+        "rows are numbered without it)",
+    )
 
 
 def table_options(args: argparse.Namespace) -> TableOptions:
-    return TableOptions(request_column=args.request_column, label_column=args.label_column,
-                        normal_label=args.normal_label, id_column=args.id_column)
+    return TableOptions(
+        request_column=args.request_column,
+        label_column=args.label_column,
+        normal_label=args.normal_label,
+        id_column=args.id_column,
+    )
 
 
-def add_learning_options(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+def add_learning_options(
+    parser: argparse.ArgumentParser, *, several: bool = False
+) -> None:
     """Add the embedding and model choice, and their parameters."""
     if several:
         embedding_help = "embeddings of system graphs to compare, comma-separated"
@@ -56,24 +80,59 @@ def add_learning_options(parser: argparse.ArgumentParser, *, several: bool = Fal
     else:
         embedding_help = "embedding of system graphs"
         model_help = "normal-behaviour model"
-    parser.add_argument("--embedding", default="bag-of-nodes", metavar="NAME",
-                        help=f"{embedding_help}: {', '.join(BUILTIN_EMBEDDINGS)} "
-                             "(default: %(default)s)")
-    parser.add_argument("--model", default="linear", metavar="NAME",
-                        help=f"{model_help}: {', '.join(BUILTIN_MODELS)} "
-                             "(default: %(default)s)")
-    parser.add_argument("--r2-threshold", type=float, default=None, metavar="R2",
-                        help="minimum R^2 of a kept feature (default: 0.9)")
-    parser.add_argument("--tolerance-k", type=float, default=None, metavar="K",
-                        help="tolerance in units of the residual scale (default: 4)")
-    parser.add_argument("--tolerance-floor", type=float, default=None, metavar="VALUE",
-                        help="minimum tolerance, in feature units (default: 1)")
-    parser.add_argument("--include-driver", action="store_true",
-                        help="in driven runs, also count the workload driver's processes")
-    parser.add_argument("--embedding-param", action="append", default=[],
-                        metavar="NAME=VALUE", help="set an embedding parameter (repeatable)")
-    parser.add_argument("--model-param", action="append", default=[],
-                        metavar="NAME=VALUE", help="set a model parameter (repeatable)")
+    parser.add_argument(
+        "--embedding",
+        default="bag-of-nodes",
+        metavar="NAME",
+        help=f"{embedding_help}: {', '.join(BUILTIN_EMBEDDINGS)} "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model",
+        default="linear",
+        metavar="NAME",
+        help=f"{model_help}: {', '.join(BUILTIN_MODELS)} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--r2-threshold",
+        type=float,
+        default=None,
+        metavar="R2",
+        help="minimum R^2 of a kept feature (default: 0.9)",
+    )
+    parser.add_argument(
+        "--tolerance-k",
+        type=float,
+        default=None,
+        metavar="K",
+        help="tolerance in units of the residual scale (default: 4)",
+    )
+    parser.add_argument(
+        "--tolerance-floor",
+        type=float,
+        default=None,
+        metavar="VALUE",
+        help="minimum tolerance, in feature units (default: 1)",
+    )
+    parser.add_argument(
+        "--include-driver",
+        action="store_true",
+        help="in driven runs, also count the workload driver's processes",
+    )
+    parser.add_argument(
+        "--embedding-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set an embedding parameter (repeatable)",
+    )
+    parser.add_argument(
+        "--model-param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a model parameter (repeatable)",
+    )
 
 
 def parse_params(items: Sequence[str], option: str) -> dict[str, Any]:
@@ -99,8 +158,11 @@ def embedding_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def model_params(args: argparse.Namespace) -> dict[str, Any]:
     params = parse_params(args.model_param, "--model-param")
-    for option, name in (("r2_threshold", "r2_threshold"), ("tolerance_k", "tolerance_k"),
-                         ("tolerance_floor", "tolerance_floor")):
+    for option, name in (
+        ("r2_threshold", "r2_threshold"),
+        ("tolerance_k", "tolerance_k"),
+        ("tolerance_floor", "tolerance_floor"),
+    ):
         value = getattr(args, option)
         if value is not None:
             params[name] = value
@@ -136,15 +198,22 @@ def _check_params(estimator, name: str) -> None:
     params = estimator.get_params()
     threshold = params.get("r2_threshold")
     if threshold is not None and not _is_real(threshold, 0.0, 1.0):
-        raise SyslrnError(f"{name}: R^2 threshold {threshold!r} must be a number within [0, 1]")
+        raise SyslrnError(
+            f"{name}: R^2 threshold {threshold!r} must be a number within [0, 1]"
+        )
     for key in ("tolerance_k", "tolerance_floor", "stable_cv", "epsilon"):
         if key in params and not _is_real(params[key], 0.0, math.inf):
-            raise SyslrnError(f"{name}: {key}={params[key]!r} must be a number of 0 or more")
+            raise SyslrnError(
+                f"{name}: {key}={params[key]!r} must be a number of 0 or more"
+            )
     for key in ("iterations", "max_iter"):
         value = params.get(key)
-        if key in params and (not isinstance(value, int) or isinstance(value, bool)
-                              or value < 0):
-            raise SyslrnError(f"{name}: {key}={value!r} must be a whole number of 0 or more")
+        if key in params and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            raise SyslrnError(
+                f"{name}: {key}={value!r} must be a whole number of 0 or more"
+            )
 
 
 def _is_real(value: Any, low: float, high: float) -> bool:
@@ -153,8 +222,9 @@ def _is_real(value: Any, low: float, high: float) -> bool:
     return low <= float(value) <= high
 
 
-def feature_rows(runset: RunSet, runs: Sequence[Run],
-                 embedding: GraphEmbedding | None) -> list[dict[str, float]]:
+def feature_rows(
+    runset: RunSet, runs: Sequence[Run], embedding: GraphEmbedding | None
+) -> list[dict[str, float]]:
     """Return the features of each run: its table row, or its embedded graph."""
     if runset.kind == "table":
         return [dict(r.features or {}) for r in runs]
@@ -162,32 +232,43 @@ def feature_rows(runset: RunSet, runs: Sequence[Run],
     return [embedding.features(load_graph(r)) for r in runs]
 
 
-def model_features(model: Model, runset: RunSet, runs: Sequence[Run]) -> list[dict[str, float]]:
+def model_features(
+    model: Model, runset: RunSet, runs: Sequence[Run]
+) -> list[dict[str, float]]:
     """Return the features of each run as the model's embedding defines them.
 
     A feature table gives its columns as they are, so it must have every
     kept feature of the model as a column.
     """
     if runset.kind == "table":
-        missing = [f.name for f in model.kept_features if f.name not in runset.feature_columns]
+        missing = [
+            f.name for f in model.kept_features if f.name not in runset.feature_columns
+        ]
         if missing:
-            raise SyslrnError(f"feature table lacks the model's kept features {missing[:5]}; "
-                              "give a table with the training table's columns")
+            raise SyslrnError(
+                f"feature table lacks the model's kept features {missing[:5]}; "
+                "give a table with the training table's columns"
+            )
         return feature_rows(runset, runs, None)
     from syslrn.embed import make_embedding
 
     name = model.embedding["name"]
     if name == TABLE_EMBEDDING:
-        raise SyslrnError("the model was trained on a feature table; give a feature "
-                          "table with the same columns")
+        raise SyslrnError(
+            "the model was trained on a feature table; give a feature "
+            "table with the same columns"
+        )
     return feature_rows(runset, runs, make_embedding(name, model.embedding["params"]))
 
 
 def describe_for(runset: RunSet, embedding: GraphEmbedding | None):
     from syslrn.embed import split_feature_name
 
-    return split_feature_name if runset.kind == "table" or embedding is None \
+    return (
+        split_feature_name
+        if runset.kind == "table" or embedding is None
         else embedding.describe
+    )
 
 
 def format_number(value: float | None, digits: int = 3) -> str:
@@ -196,15 +277,20 @@ def format_number(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
-                 right: Sequence[bool] | None = None) -> str:
+def format_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    right: Sequence[bool] | None = None,
+) -> str:
     """Lay out rows of strings as aligned columns under a header line."""
     right = right or [False] * len(headers)
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [c.rjust(w) if r else c.ljust(w)
-                 for c, w, r in zip(cells, widths, right, strict=True)]
+        parts = [
+            c.rjust(w) if r else c.ljust(w)
+            for c, w, r in zip(cells, widths, right, strict=True)
+        ]
         return "  ".join(parts).rstrip()
 
     return "\n".join([line(headers)] + [line(r) for r in rows])

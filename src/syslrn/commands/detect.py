@@ -30,11 +30,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "invalid input."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="model file written by syslrn train")
-    parser.add_argument("runs", nargs="+", metavar="RUN",
-                        help="trace files, campaign directories, or one feature table")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON document for programs")
+    parser.add_argument(
+        "model", metavar="MODEL", help="model file written by syslrn train"
+    )
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="trace files, campaign directories, or one feature table",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document for programs"
+    )
     add_table_options(parser)
     parser.set_defaults(func=run)
 
@@ -49,13 +56,17 @@ def run(args: argparse.Namespace) -> int:
     runs = [r for r in runset.runs if r.campaign is None or r.is_experiment]
     rows = model_features(model, runset, runs)
     require_requests(runs)
-    detections = [model.detect(row, r.requests) for r, row in zip(runs, rows, strict=True)]
+    detections = [
+        model.detect(row, r.requests) for r, row in zip(runs, rows, strict=True)
+    ]
 
     if args.json:
         document = {
             "model": args.model,
-            "runs": [{"run": r.name, **d.to_dict()}
-                     for r, d in zip(runs, detections, strict=True)],
+            "runs": [
+                {"run": r.name, **d.to_dict()}
+                for r, d in zip(runs, detections, strict=True)
+            ],
         }
         print(json.dumps(document, indent=2, allow_nan=False))
     else:
@@ -68,14 +79,26 @@ def format_detection(name: str, detection: Detection) -> str:
     """Describe one run's verdict, with a table of its deviating features."""
     deviating = detection.deviating()
     verdict = "ANOMALOUS" if deviating else "normal"
-    lines = [f"{name}: {verdict} ({detection.requests} requests, {len(deviating)} of "
-             f"{len(detection.features)} kept features outside tolerance)"]
+    lines = [
+        f"{name}: {verdict} ({detection.requests} requests, {len(deviating)} of "
+        f"{len(detection.features)} kept features outside tolerance)"
+    ]
     if deviating:
-        rows = [[c.feature, format_number(c.observed, 2), format_number(c.expected, 2),
-                 format_number(c.tolerance, 2), format_number(c.deviation, 2)]
-                for c in deviating]
-        table = format_table(["feature", "observed", "expected", "tolerance", "deviation"],
-                             rows, right=[False, True, True, True, True])
+        rows = [
+            [
+                c.feature,
+                format_number(c.observed, 2),
+                format_number(c.expected, 2),
+                format_number(c.tolerance, 2),
+                format_number(c.deviation, 2),
+            ]
+            for c in deviating
+        ]
+        table = format_table(
+            ["feature", "observed", "expected", "tolerance", "deviation"],
+            rows,
+            right=[False, True, True, True, True],
+        )
         lines.extend("    " + line for line in table.splitlines())
     lines.extend(f"    note: {note}" for note in detection.notes)
     return "\n".join(lines)

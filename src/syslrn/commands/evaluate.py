@@ -46,15 +46,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and models are compared on the same folds."
         ),
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN",
-                        help="a campaign directory, trace files with a fault label, or "
-                             "one feature table")
-    parser.add_argument("-k", "--folds", type=int, default=DEFAULT_FOLDS, metavar="K",
-                        help="number of folds (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help="seed of the fold shuffle (default: %(default)s)")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON document for programs")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="a campaign directory, trace files with a fault label, or "
+        "one feature table",
+    )
+    parser.add_argument(
+        "-k",
+        "--folds",
+        type=int,
+        default=DEFAULT_FOLDS,
+        metavar="K",
+        help="number of folds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help="seed of the fold shuffle (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document for programs"
+    )
     add_learning_options(parser, several=True)
     add_table_options(parser)
     parser.set_defaults(func=run)
@@ -84,37 +99,60 @@ def run(args: argparse.Namespace) -> int:
     estimators = {name: build_estimator(name, args) for name in model_names}
     if runset.kind == "table":
         if args.embedding != "bag-of-nodes":
-            raise SyslrnError("a feature table carries its own features; --embedding "
-                              "applies to traces only")
+            raise SyslrnError(
+                "a feature table carries its own features; --embedding "
+                "applies to traces only"
+            )
         embeddings = {TABLE_EMBEDDING: None}
     else:
-        embeddings = {name: build_embedding(name, args) for name in split_names(args.embedding)}
+        embeddings = {
+            name: build_embedding(name, args) for name in split_names(args.embedding)
+        }
 
     evaluations = []
     for name, embedding in embeddings.items():
         rows = feature_rows(runset, experiments, embedding)
         require_requests(experiments)
-        spec = {"name": name,
-                "params": embedding.get_params() if embedding is not None else {}}
+        spec = {
+            "name": name,
+            "params": embedding.get_params() if embedding is not None else {},
+        }
         for model_name, estimator in estimators.items():
             log.info("evaluating %s with %s on %d folds", name, model_name, len(folds))
-            evaluations.append(cross_validate(
-                rows, [r.requests for r in experiments], is_failure,
-                [r.fault for r in experiments], folds,
-                embedding=spec, describe=describe_for(runset, embedding),
-                make_estimator=lambda e=estimator: _fresh(e),
-            ))
+            evaluations.append(
+                cross_validate(
+                    rows,
+                    [r.requests for r in experiments],
+                    is_failure,
+                    [r.fault for r in experiments],
+                    folds,
+                    embedding=spec,
+                    describe=describe_for(runset, embedding),
+                    make_estimator=lambda e=estimator: _fresh(e),
+                )
+            )
 
     n_failure = sum(is_failure)
     if args.json:
-        print(json.dumps({
-            "folds": len(folds), "seed": args.seed, "experiments": len(experiments),
-            "failure_free": len(experiments) - n_failure, "failure": n_failure,
-            "results": [e.to_dict() for e in evaluations],
-        }, indent=2, allow_nan=False))
+        print(
+            json.dumps(
+                {
+                    "folds": len(folds),
+                    "seed": args.seed,
+                    "experiments": len(experiments),
+                    "failure_free": len(experiments) - n_failure,
+                    "failure": n_failure,
+                    "results": [e.to_dict() for e in evaluations],
+                },
+                indent=2,
+                allow_nan=False,
+            )
+        )
         return 0
-    print(f"{len(experiments)} workload runs ({len(experiments) - n_failure} failure-free, "
-          f"{n_failure} failure), {len(folds)} folds, seed {args.seed}")
+    print(
+        f"{len(experiments)} workload runs ({len(experiments) - n_failure} failure-free, "
+        f"{n_failure} failure), {len(folds)} folds, seed {args.seed}"
+    )
     print()
     print(format_results(evaluations))
     faults = format_faults(evaluations)
@@ -136,11 +174,16 @@ def format_results(evaluations: list[Evaluation]) -> str:
     rows = []
     for e in evaluations:
         mean, spread = e.summary(), e.spread()
-        cells = [f"{format_number(mean[m])} ± {format_number(spread[m])}"
-                 for m in ("recall", "selectivity", "precision", "f1")]
+        cells = [
+            f"{format_number(mean[m])} ± {format_number(spread[m])}"
+            for m in ("recall", "selectivity", "precision", "f1")
+        ]
         rows.append([e.embedding, e.model, *cells])
-    return format_table(["embedding", "model", "recall", "selectivity", "precision", "F1"],
-                        rows, right=[False, False, True, True, True, True])
+    return format_table(
+        ["embedding", "model", "recall", "selectivity", "precision", "F1"],
+        rows,
+        right=[False, False, True, True, True, True],
+    )
 
 
 def format_faults(evaluations: list[Evaluation]) -> str:
@@ -149,10 +192,14 @@ def format_faults(evaluations: list[Evaluation]) -> str:
     faults = sorted({f for table in per_fault for f in table})
     if not faults:
         return ""
-    headers = ["fault", "runs"] + [f"recall {e.embedding}/{e.model}" for e in evaluations]
+    headers = ["fault", "runs"] + [
+        f"recall {e.embedding}/{e.model}" for e in evaluations
+    ]
     rows = []
     for fault in faults:
         runs = next(t[fault]["runs"] for t in per_fault if fault in t)
-        rows.append([fault, str(runs)] + [format_number(t.get(fault, {}).get("recall"))
-                                          for t in per_fault])
+        rows.append(
+            [fault, str(runs)]
+            + [format_number(t.get(fault, {}).get("recall")) for t in per_fault]
+        )
     return format_table(headers, rows, right=[False] + [True] * (len(headers) - 1))

@@ -19,8 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("traces", nargs="+", metavar="TRACE", help="traces to merge")
-    parser.add_argument("-o", "--output", required=True, metavar="TRACE",
-                        help="merged trace to write (Parquet)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="TRACE",
+        help="merged trace to write (Parquet)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -29,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     traces = [read_trace(path) for path in args.traces]
     table, meta = merge_traces(traces)
     write_trace(args.output, table, meta)
-    print(f"merged {len(traces)} traces ({table.num_rows} events, hosts "
-          f"{', '.join(meta['hosts'])}) into {args.output}")
+    print(
+        f"merged {len(traces)} traces ({table.num_rows} events, hosts "
+        f"{', '.join(meta['hosts'])}) into {args.output}"
+    )
     return 0

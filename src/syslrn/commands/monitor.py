@@ -9,7 +9,7 @@ import sys
 import threading
 
 from syslrn.collect.trigger import parse_trigger
-from syslrn.model import load_model
+from syslrn.model.file import load_model
 from syslrn.monitor.metrics import MonitorMetrics
 from syslrn.monitor.online import AlertWriter, Monitor
 
@@ -64,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # A service logs its start, attach, windows and stop without -v.
+    if args.verbose == 0:
+        logging.getLogger("syslrn.monitor").setLevel(logging.INFO)
     model = load_model(args.model)
     trigger = parse_trigger(args.trigger)
     # Closed in the finally below; the stream outlives any with-block here.

@@ -9,7 +9,7 @@ import logging
 from syslrn.collect.privileges import missing_capabilities
 from syslrn.collect.trigger import TRIGGER_TCP, Trigger, parse_trigger
 from syslrn.errors import BpfError
-from syslrn.model import load_model, save_model
+from syslrn.model.file import load_model, save_model
 from syslrn.monitor.plan import make_plan
 
 log = logging.getLogger(__name__)

@@ -174,7 +174,8 @@ def _report(meta: dict, path) -> None:
     print(f"syslrn: {', '.join(parts)} -> {path}", file=sys.stderr)
     if lost:
         print(
-            f"syslrn: warning: {lost} events were lost because the ring buffer was "
-            "full; the trace is incomplete. Raise --ringbuf-size.",
+            f"syslrn: warning: {lost} events were lost because ring buffer "
+            "reservations failed; the trace is incomplete. If the buffer was "
+            "full, raise --ringbuf-size.",
             file=sys.stderr,
         )

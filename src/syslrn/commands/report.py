@@ -22,14 +22,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "index.html."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="model file written by syslrn train")
-    parser.add_argument("runs", nargs="*", metavar="RUN",
-                        help="runs to plot and judge (traces, campaign directories, or "
-                             "one feature table)")
-    parser.add_argument("-o", "--output", required=True, metavar="DIR",
-                        help="directory to write the report into")
-    parser.add_argument("--graph-run", metavar="NAME",
-                        help="run whose system graph is drawn (default: the first trace)")
+    parser.add_argument(
+        "model", metavar="MODEL", help="model file written by syslrn train"
+    )
+    parser.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN",
+        help="runs to plot and judge (traces, campaign directories, or "
+        "one feature table)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="directory to write the report into",
+    )
+    parser.add_argument(
+        "--graph-run",
+        metavar="NAME",
+        help="run whose system graph is drawn (default: the first trace)",
+    )
     add_table_options(parser)
     parser.set_defaults(func=run)
 
@@ -50,20 +64,27 @@ def run(args: argparse.Namespace) -> int:
         runs = [r for r in runset.runs if r.campaign is None or r.is_experiment]
         rows = model_features(model, runset, runs)
         require_requests(runs)
-        report_runs = [ReportRun(r.name, r.requests, row, model.detect(row, r.requests))
-                 for r, row in zip(runs, rows, strict=True)]
+        report_runs = [
+            ReportRun(r.name, r.requests, row, model.detect(row, r.requests))
+            for r, row in zip(runs, rows, strict=True)
+        ]
         if runset.kind == "traces":
             chosen = runs[0]
             if args.graph_run is not None:
-                chosen = next((r for r in runset.runs if r.name == args.graph_run), None)
+                chosen = next(
+                    (r for r in runset.runs if r.name == args.graph_run), None
+                )
                 if chosen is None:
-                    raise SyslrnError(f"--graph-run {args.graph_run}: no such run among "
-                                      "the inputs")
+                    raise SyslrnError(
+                        f"--graph-run {args.graph_run}: no such run among the inputs"
+                    )
             graph = load_graph(chosen)
     elif args.graph_run is not None:
         raise SyslrnError("--graph-run needs runs to choose from; give RUN arguments")
 
-    index = write_report(model, out_dir, report_runs, graph, title=f"syslrn model {args.model}")
+    index = write_report(
+        model, out_dir, report_runs, graph, title=f"syslrn model {args.model}"
+    )
     figures = len(list(out_dir.glob("*.png")))
     print(f"report written to {index} ({figures} figures)")
     return 0

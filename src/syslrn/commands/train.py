@@ -43,10 +43,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "labelled phase=startup or phase=idle class the node types."
         ),
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN",
-                        help="trace files, campaign directories, or one feature table")
-    parser.add_argument("-o", "--output", required=True, metavar="MODEL",
-                        help="model file to write (JSON)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="trace files, campaign directories, or one feature table",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="MODEL",
+        help="model file to write (JSON)",
+    )
+    parser.add_argument(
+        "--top",
+        type=int,
+        metavar="N",
+        help="list every kept feature but only the N best rejected ones "
+        "(default: list all)",
+    )
     add_learning_options(parser)
     add_table_options(parser)
     parser.set_defaults(func=run)
@@ -57,13 +73,17 @@ def run(args: argparse.Namespace) -> int:
 
     runset = resolve_runs(args.runs, table_options(args))
     estimator = build_estimator(args.model, args)
-    embedding = None if runset.kind == "table" else build_embedding(args.embedding, args)
+    embedding = (
+        None if runset.kind == "table" else build_embedding(args.embedding, args)
+    )
 
     experiments = runset.experiments()
     training = [r for r in experiments if not r.failure]
     skipped = len(experiments) - len(training)
     if skipped:
-        print(f"leaving out {skipped} failure runs: a model learns failure-free runs only")
+        print(
+            f"leaving out {skipped} failure runs: a model learns failure-free runs only"
+        )
     if len(training) < MIN_TRAINING_RUNS:
         raise SyslrnError(
             f"{len(training)} failure-free workload runs given; train needs at least "
@@ -77,19 +97,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         spec = {"name": embedding.name, "params": embedding.get_params()}
     model = train_model(
-        rows, [r.requests for r in training],
-        estimator=estimator, embedding=spec,
+        rows,
+        [r.requests for r in training],
+        estimator=estimator,
+        embedding=spec,
         describe=describe_for(runset, embedding),
         training=_training_facts(training, embedding),
     )
     model.training["classes"] = _classes(model, runset, embedding)
 
-    print(format_features(model))
+    print(format_features(model, top_rejected=args.top))
     print()
     print(summary(model, estimator))
     if not model.kept_features:
-        print(f"syslrn: no feature was kept; no model written to {args.output}",
-              file=sys.stderr)
+        print(
+            f"syslrn: no feature was kept; no model written to {args.output}",
+            file=sys.stderr,
+        )
         return 1
     save_model(model, args.output)
     print(f"model written to {args.output}")
@@ -99,11 +123,14 @@ def run(args: argparse.Namespace) -> int:
 def _training_facts(runs: list[Run], embedding) -> dict[str, Any]:
     triggers = sorted({r.trigger for r in runs if r.trigger})
     if len(triggers) > 1:
-        log.warning("training runs name several triggers %s; the model stores none",
-                    triggers)
+        log.warning(
+            "training runs name several triggers %s; the model stores none", triggers
+        )
     gaps = [r.max_request_gap_s for r in runs if r.max_request_gap_s is not None]
     driven = any(r.graph is not None and r.graph.driven for r in runs)
-    include_driver = bool(embedding is not None and embedding.get_params().get("include_driver"))
+    include_driver = bool(
+        embedding is not None and embedding.get_params().get("include_driver")
+    )
     return {
         "run_names": [r.name for r in runs],
         "trigger": triggers[0] if len(triggers) == 1 else None,
@@ -128,23 +155,50 @@ def _classes(model: Model, runset: RunSet, embedding) -> dict[str, str]:
     return classify_node_types(graphs, driven_types, include_driver=include_driver)
 
 
-def format_features(model: Model) -> str:
-    """Lay out every feature of a model, kept ones first, as a table."""
-    ordered = sorted(model.features,
-                     key=lambda f: (not f.kept, -(f.r2 if f.r2 is not None else -1), f.name))
+def format_features(model: Model, top_rejected: int | None = None) -> str:
+    """Lay out the features of a model, kept ones first, as a table.
+
+    With ``top_rejected``, only that many rejected features are listed, the
+    best fits first, and a last line counts the others.
+    """
+    ordered = sorted(
+        model.features,
+        key=lambda f: (not f.kept, -(f.r2 if f.r2 is not None else -1), f.name),
+    )
+    hidden = 0
+    if top_rejected is not None:
+        kept = [f for f in ordered if f.kept]
+        rejected = [f for f in ordered if not f.kept]
+        hidden = max(len(rejected) - top_rejected, 0)
+        ordered = kept + rejected[:top_rejected]
     rows = [
-        [f.name, "kept" if f.kept else "rejected", format_number(f.r2),
-         format_number(f.slope), format_number(f.intercept), format_number(f.tolerance),
-         f.reason or ""]
+        [
+            f.name,
+            "kept" if f.kept else "rejected",
+            format_number(f.r2),
+            format_number(f.slope),
+            format_number(f.intercept),
+            format_number(f.tolerance),
+            f.reason or "",
+        ]
         for f in ordered
     ]
     headers = ["feature", "status", "R^2", "slope", "intercept", "tolerance", "reason"]
-    return format_table(headers, rows, right=[False, False, True, True, True, True, False])
+    table = format_table(
+        headers, rows, right=[False, False, True, True, True, True, False]
+    )
+    if hidden:
+        table += f"\n... and {hidden} more rejected features (list them without --top)"
+    return table
 
 
 def summary(model: Model, estimator) -> str:
     """Say what was kept, and what the fixed-workload case did when it applies."""
-    kept, total, runs = len(model.kept_features), len(model.features), model.training["runs"]
+    kept, total, runs = (
+        len(model.kept_features),
+        len(model.features),
+        model.training["runs"],
+    )
     if model.degenerate:
         fixed = model.training.get("fixed_requests")
         return (
@@ -154,5 +208,7 @@ def summary(model: Model, estimator) -> str:
             f"{total} features whose spread is at most {estimator.stable_cv:g} of it are "
             "kept; detection is valid for runs of that request count"
         )
-    return (f"kept {kept} of {total} features with R^2 >= {estimator.r2_threshold:g}, "
-            f"from {runs} training runs")
+    return (
+        f"kept {kept} of {total} features with R^2 >= {estimator.r2_threshold:g}, "
+        f"from {runs} training runs"
+    )

@@ -36,7 +36,9 @@ def make_embedding(name: str, params: dict[str, Any] | None = None) -> GraphEmbe
     try:
         return cls(**(params or {}))
     except TypeError as exc:
-        raise SyslrnError(f"embedding {name}: invalid parameters {params} ({exc})") from None
+        raise SyslrnError(
+            f"embedding {name}: invalid parameters {params} ({exc})"
+        ) from None
 
 
 register_embedding(BagOfNodes)

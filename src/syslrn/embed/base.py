@@ -70,7 +70,9 @@ class GraphEmbedding(TransformerMixin, BaseEstimator):
         self._fit_rows([self.features(g) for g in graphs])
         return self
 
-    def fit_transform(self, graphs: Sequence[SystemGraph], y=None, **fit_params) -> np.ndarray:
+    def fit_transform(
+        self, graphs: Sequence[SystemGraph], y=None, **fit_params
+    ) -> np.ndarray:
         rows = [self.features(g) for g in graphs]
         self._fit_rows(rows)
         return to_matrix(rows, self.feature_names_)

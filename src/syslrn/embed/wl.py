@@ -21,7 +21,9 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 def _string_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    return int.from_bytes(
+        hashlib.blake2b(text.encode(), digest_size=8).digest(), "little"
+    )
 
 
 # One salt per (direction, edge kind), so that "forked by a shell" and
@@ -58,8 +60,12 @@ class WeisfeilerLehman(GraphEmbedding):
 
     name = "wl"
 
-    def __init__(self, iterations: int = 2, include_driver: bool = False,
-                 include_external: bool = False):
+    def __init__(
+        self,
+        iterations: int = 2,
+        include_driver: bool = False,
+        include_external: bool = False,
+    ):
         self.iterations = iterations
         self.include_driver = include_driver
         self.include_external = include_external
@@ -89,8 +95,9 @@ class WeisfeilerLehman(GraphEmbedding):
             for i in range(1, int(self.iterations) + 1):
                 label = self._relabel(graph, label, ends)
                 short = label[mask] >> np.uint64(64 - _HASH_BITS)
-                values, first, count = np.unique(short, return_index=True,
-                                                 return_counts=True)
+                values, first, count = np.unique(
+                    short, return_index=True, return_counts=True
+                )
                 for value, j, c in zip(values.tolist(), first, count, strict=True):
                     features[f"wl{i}:{names[roots[j]]}:{value:012x}"] = float(c)
         return features

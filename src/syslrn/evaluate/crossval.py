@@ -71,38 +71,58 @@ class Evaluation:
 
     def per_fault(self) -> dict[str, dict[str, Any]]:
         """Return, per fault, its failure runs and their mean recall over folds."""
-        faults = sorted({f or "unknown" for f, bad in zip(self.faults, self.is_failure,
-                                                          strict=True) if bad})
+        faults = sorted(
+            {
+                f or "unknown"
+                for f, bad in zip(self.faults, self.is_failure, strict=True)
+                if bad
+            }
+        )
         table = {}
         for fault in faults:
-            members = {i for i, (f, bad) in enumerate(zip(self.faults, self.is_failure,
-                                                          strict=True))
-                       if bad and (f or "unknown") == fault}
+            members = {
+                i
+                for i, (f, bad) in enumerate(
+                    zip(self.faults, self.is_failure, strict=True)
+                )
+                if bad and (f or "unknown") == fault
+            }
             recalls = []
             for fold in self.folds:
-                hits = [flag for i, flag in zip(fold.test, fold.flagged, strict=True)
-                        if i in members]
+                hits = [
+                    flag
+                    for i, flag in zip(fold.test, fold.flagged, strict=True)
+                    if i in members
+                ]
                 if hits:
                     recalls.append(sum(hits) / len(hits))
             table[fault] = {"runs": len(members), "recall": _nanmean(recalls)}
         return table
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean({
-            "embedding": self.embedding,
-            "model": self.model,
-            **self.summary(),
-            "std": self.spread(),
-            "pooled": self.pooled().to_dict(),
-            "per_fault": self.per_fault(),
-            "per_fold": [
-                {"fold": f.index, "train": len(f.train), "test": len(f.test),
-                 "kept": f.kept, "degenerate": f.degenerate,
-                 **f.confusion.to_dict(), **f.confusion.metrics()}
-                for f in self.folds
-            ],
-            "notes": self.notes,
-        })
+        return _clean(
+            {
+                "embedding": self.embedding,
+                "model": self.model,
+                **self.summary(),
+                "std": self.spread(),
+                "pooled": self.pooled().to_dict(),
+                "per_fault": self.per_fault(),
+                "per_fold": [
+                    {
+                        "fold": f.index,
+                        "train": len(f.train),
+                        "test": len(f.test),
+                        "kept": f.kept,
+                        "degenerate": f.degenerate,
+                        **f.confusion.to_dict(),
+                        **f.confusion.metrics(),
+                    }
+                    for f in self.folds
+                ],
+                "notes": self.notes,
+            }
+        )
 
 
 def cross_validate(
@@ -146,13 +166,24 @@ def cross_validate(
             notes.append(f"fold {fold.index}: no feature kept, so no run is flagged")
         flagged = [model.detect(rows[i], requests[i]).anomalous for i in fold.test]
         truth = [bool(is_failure[i]) for i in fold.test]
-        results.append(FoldResult(
-            index=fold.index, train=fold.train, test=fold.test, flagged=flagged,
-            kept=kept, degenerate=model.degenerate,
-            confusion=Confusion.of(truth, flagged),
-        ))
-        log.info("fold %d: %d kept features, %d of %d test runs flagged",
-                 fold.index, kept, sum(flagged), len(flagged))
+        results.append(
+            FoldResult(
+                index=fold.index,
+                train=fold.train,
+                test=fold.test,
+                flagged=flagged,
+                kept=kept,
+                degenerate=model.degenerate,
+                confusion=Confusion.of(truth, flagged),
+            )
+        )
+        log.info(
+            "fold %d: %d kept features, %d of %d test runs flagged",
+            fold.index,
+            kept,
+            sum(flagged),
+            len(flagged),
+        )
     return Evaluation(
         embedding=str(embedding["name"]),
         model=make_estimator().name,

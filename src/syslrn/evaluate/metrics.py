@@ -43,8 +43,12 @@ class Confusion:
         )
 
     def __add__(self, other: Confusion) -> Confusion:
-        return Confusion(self.tp + other.tp, self.fp + other.fp,
-                         self.tn + other.tn, self.fn + other.fn)
+        return Confusion(
+            self.tp + other.tp,
+            self.fp + other.fp,
+            self.tn + other.tn,
+            self.fn + other.fn,
+        )
 
     @property
     def recall(self) -> float:
@@ -66,8 +70,12 @@ class Confusion:
         return 0.0 if p + r == 0 else 2 * p * r / (p + r)
 
     def metrics(self) -> dict[str, float]:
-        return {"recall": self.recall, "selectivity": self.selectivity,
-                "precision": self.precision, "f1": self.f1}
+        return {
+            "recall": self.recall,
+            "selectivity": self.selectivity,
+            "precision": self.precision,
+            "f1": self.f1,
+        }
 
     def to_dict(self) -> dict[str, int]:
         return {"tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn}

@@ -56,8 +56,13 @@ class ReportRun:
     detection: Detection
 
 
-def write_report(model: Model, out_dir: Path, runs: Sequence[ReportRun] = (),
-                 graph: SystemGraph | None = None, title: str = "syslrn model") -> Path:
+def write_report(
+    model: Model,
+    out_dir: Path,
+    runs: Sequence[ReportRun] = (),
+    graph: SystemGraph | None = None,
+    title: str = "syslrn model",
+) -> Path:
     """Write the figures and index.html of a model into ``out_dir``.
 
     Parameters
@@ -91,8 +96,9 @@ def write_report(model: Model, out_dir: Path, runs: Sequence[ReportRun] = (),
         _save(_graph_figure(graph, classes), out_dir / graph_name)
 
     index = out_dir / "index.html"
-    index.write_text(_index_html(model, figures, r2_name, graph, graph_name, runs, classes,
-                                 title))
+    index.write_text(
+        _index_html(model, figures, r2_name, graph, graph_name, runs, classes, title)
+    )
     log.info("report written to %s", index)
     return index
 
@@ -110,7 +116,9 @@ def _save(figure: Figure, path: Path) -> None:
 def _feature_figure(model: Model, name: str, runs: Sequence[ReportRun]) -> Figure:
     entry = next(f for f in model.features if f.name == name)
     train_x = np.asarray(model.training.get("requests") or [], dtype=float)
-    train_y = np.asarray((model.training.get("observations") or {}).get(name) or [], dtype=float)
+    train_y = np.asarray(
+        (model.training.get("observations") or {}).get(name) or [], dtype=float
+    )
     figure = Figure(figsize=(5.5, 3.8))
     figure.subplots_adjust(left=0.15, right=0.97, top=0.86, bottom=0.13)
     ax = figure.add_subplot()
@@ -119,22 +127,40 @@ def _feature_figure(model: Model, name: str, runs: Sequence[ReportRun]) -> Figur
     top = max(xs) if xs else 1.0
     line_x = np.linspace(0, top * 1.05 if top > 0 else 1.0, 50)
     line_y = entry.slope * line_x + entry.intercept
-    ax.fill_between(line_x, line_y - entry.tolerance, line_y + entry.tolerance,
-                    color="#1f77b4", alpha=0.15, label=f"tolerance ±{entry.tolerance:.3g}")
+    ax.fill_between(
+        line_x,
+        line_y - entry.tolerance,
+        line_y + entry.tolerance,
+        color="#1f77b4",
+        alpha=0.15,
+        label=f"tolerance ±{entry.tolerance:.3g}",
+    )
     ax.plot(line_x, line_y, color="#1f77b4", label="expected")
     if len(train_y) == len(train_x) and len(train_x):
-        ax.scatter(train_x, train_y, s=18, color="#333333", label="training runs", zorder=3)
-    for anomalous, colour, label in ((False, "#2ca02c", "normal"),
-                                     (True, "#d62728", "anomalous")):
+        ax.scatter(
+            train_x, train_y, s=18, color="#333333", label="training runs", zorder=3
+        )
+    for anomalous, colour, label in (
+        (False, "#2ca02c", "normal"),
+        (True, "#d62728", "anomalous"),
+    ):
         chosen = [r for r in runs if r.detection.anomalous == anomalous]
         if chosen:
-            ax.scatter([r.requests for r in chosen],
-                       [r.features.get(name, 0.0) for r in chosen],
-                       s=30, marker="D", color=colour, label=f"{label} runs", zorder=4)
+            ax.scatter(
+                [r.requests for r in chosen],
+                [r.features.get(name, 0.0) for r in chosen],
+                s=30,
+                marker="D",
+                color=colour,
+                label=f"{label} runs",
+                zorder=4,
+            )
 
     r2 = "-" if entry.r2 is None else f"{entry.r2:.3f}"
-    ax.set_title(f"{name}\nR^2 {r2}, slope {entry.slope:.3g}, intercept {entry.intercept:.3g}",
-                 fontsize=9)
+    ax.set_title(
+        f"{name}\nR^2 {r2}, slope {entry.slope:.3g}, intercept {entry.intercept:.3g}",
+        fontsize=9,
+    )
     ax.set_xlabel("requests")
     ax.set_ylabel(name)
     ax.legend(fontsize=7, loc="best")
@@ -142,8 +168,9 @@ def _feature_figure(model: Model, name: str, runs: Sequence[ReportRun]) -> Figur
 
 
 def _r2_figure(model: Model) -> Figure:
-    ranked = sorted(model.features, key=lambda f: (-(f.r2 if f.r2 is not None else -1.0),
-                                                   f.name))[:MAX_R2_BARS]
+    ranked = sorted(
+        model.features, key=lambda f: (-(f.r2 if f.r2 is not None else -1.0), f.name)
+    )[:MAX_R2_BARS]
     height = max(2.0, 0.2 * len(ranked) + 1.0)
     figure = Figure(figsize=(6.5, height), layout="tight")
     ax = figure.add_subplot()
@@ -155,13 +182,21 @@ def _r2_figure(model: Model) -> Figure:
     ax.invert_yaxis()
     threshold = model.model.get("params", {}).get("r2_threshold")
     if threshold is not None and not model.degenerate:
-        ax.axvline(threshold, color="#d62728", linestyle="--", linewidth=1,
-                   label=f"R^2 threshold {threshold:g}")
+        ax.axvline(
+            threshold,
+            color="#d62728",
+            linestyle="--",
+            linewidth=1,
+            label=f"R^2 threshold {threshold:g}",
+        )
         ax.legend(fontsize=7, loc="lower right")
     ax.set_xlim(min(0.0, min(values, default=0.0)), 1.0)
     ax.set_xlabel("R^2 (green: kept)")
-    shown = f"best {len(ranked)} of {len(model.features)}" \
-        if len(model.features) > len(ranked) else f"all {len(ranked)}"
+    shown = (
+        f"best {len(ranked)} of {len(model.features)}"
+        if len(model.features) > len(ranked)
+        else f"all {len(ranked)}"
+    )
     ax.set_title(f"R^2 of the features ({shown})", fontsize=9)
     return figure
 
@@ -181,33 +216,59 @@ def _graph_figure(graph: SystemGraph, classes: dict[str, str]) -> Figure:
     ax.set_axis_off()
     if graph.n_nodes <= MAX_DRAWN_PROCESSES:
         drawn, node_class, labels, sizes, widths = _process_view(graph, classes)
-        ax.set_title(f"system graph of {graph.name}: {graph.n_nodes} nodes, "
-                     f"{graph.n_edges} edges", fontsize=9)
+        ax.set_title(
+            f"system graph of {graph.name}: {graph.n_nodes} nodes, "
+            f"{graph.n_edges} edges",
+            fontsize=9,
+        )
     else:
         drawn, node_class, labels, sizes, widths = _type_view(graph, classes)
-        ax.set_title(f"system graph of {graph.name}, one node per node type "
-                     f"({graph.n_nodes} nodes, {graph.n_edges} edges)", fontsize=9)
+        ax.set_title(
+            f"system graph of {graph.name}, one node per node type "
+            f"({graph.n_nodes} nodes, {graph.n_edges} edges)",
+            fontsize=9,
+        )
 
     position = nx.spring_layout(drawn, seed=0)
     nodes = list(drawn.nodes)
     nx.draw_networkx_nodes(
-        drawn, position, ax=ax, nodelist=nodes, node_size=[sizes[n] for n in nodes],
-        node_color=[_CLASS_COLOURS[node_class[n]] for n in nodes], edgecolors="#333333",
+        drawn,
+        position,
+        ax=ax,
+        nodelist=nodes,
+        node_size=[sizes[n] for n in nodes],
+        node_color=[_CLASS_COLOURS[node_class[n]] for n in nodes],
+        edgecolors="#333333",
         linewidths=0.6,
     )
     edges = list(drawn.edges(keys=True, data=True))
     nx.draw_networkx_edges(
-        drawn, position, ax=ax, edgelist=[(u, v, k) for u, v, k, _ in edges],
+        drawn,
+        position,
+        ax=ax,
+        edgelist=[(u, v, k) for u, v, k, _ in edges],
         edge_color=[_EDGE_COLOURS[d["kind"]] for *_, d in edges],
         width=[widths.get((u, v, k), 1.0) for u, v, k, _ in edges],
-        arrows=True, arrowsize=8, node_size=[sizes[n] for n in nodes],
+        arrows=True,
+        arrowsize=8,
+        node_size=[sizes[n] for n in nodes],
     )
     if labels:
         nx.draw_networkx_labels(drawn, position, labels=labels, ax=ax, font_size=7)
 
     used = sorted(set(node_class.values()))
-    handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor=_CLASS_COLOURS[c],
-                      markeredgecolor="#333333", label=c) for c in used]
+    handles = [
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="",
+            markerfacecolor=_CLASS_COLOURS[c],
+            markeredgecolor="#333333",
+            label=c,
+        )
+        for c in used
+    ]
     handles += [Line2D([], [], color=_EDGE_COLOURS[k], label=k) for k in EDGE_KINDS]
     ax.legend(handles=handles, fontsize=7, loc="upper left")
     return figure
@@ -229,8 +290,14 @@ def _type_view(graph: SystemGraph, classes: dict[str, str]):
     counts = Counter(types.tolist())
     for i in range(graph.n_nodes):
         node_class.setdefault(types[i], _node_class(graph, i, classes))
-    links = Counter(zip(types[graph.src].tolist(), types[graph.dst].tolist(),
-                        (EDGE_KINDS[k] for k in graph.edge_kind.tolist()), strict=True))
+    links = Counter(
+        zip(
+            types[graph.src].tolist(),
+            types[graph.dst].tolist(),
+            (EDGE_KINDS[k] for k in graph.edge_kind.tolist()),
+            strict=True,
+        )
+    )
     drawn = nx.MultiDiGraph()
     drawn.add_nodes_from(counts)
     widths = {}
@@ -242,9 +309,16 @@ def _type_view(graph: SystemGraph, classes: dict[str, str]):
     return drawn, node_class, labels, sizes, widths
 
 
-def _index_html(model: Model, figures, r2_name: str, graph: SystemGraph | None,
-                graph_name: str | None, runs: Sequence[ReportRun],
-                classes: dict[str, str], title: str) -> str:
+def _index_html(
+    model: Model,
+    figures,
+    r2_name: str,
+    graph: SystemGraph | None,
+    graph_name: str | None,
+    runs: Sequence[ReportRun],
+    classes: dict[str, str],
+    title: str,
+) -> str:
     e = html.escape
     training = model.training
     params = model.model.get("params", {})
@@ -279,31 +353,48 @@ def _index_html(model: Model, figures, r2_name: str, graph: SystemGraph | None,
     parts.append("</div>")
 
     if runs:
-        parts.append("<h2>Runs</h2><table><tr><th>run</th><th>requests</th>"
-                     "<th>verdict</th><th>deviating features</th></tr>")
+        parts.append(
+            "<h2>Runs</h2><table><tr><th>run</th><th>requests</th>"
+            "<th>verdict</th><th>deviating features</th></tr>"
+        )
         for r in runs:
             deviating = ", ".join(c.feature for c in r.detection.deviating())
             verdict = "anomalous" if r.detection.anomalous else "normal"
-            parts.append(f"<tr><td>{e(r.name)}</td><td>{r.requests}</td><td>{verdict}</td>"
-                         f"<td>{e(deviating)}</td></tr>")
+            parts.append(
+                f"<tr><td>{e(r.name)}</td><td>{r.requests}</td><td>{verdict}</td>"
+                f"<td>{e(deviating)}</td></tr>"
+            )
         parts.append("</table>")
 
-    parts.append(f"<h2>All features</h2><img src='{e(r2_name)}' alt='R^2 of the features'>")
-    parts.append("<h3>Rejected features</h3><table><tr><th>feature</th><th>R^2</th>"
-                 "<th>slope</th><th>intercept</th><th>reason</th></tr>")
+    parts.append(
+        f"<h2>All features</h2><img src='{e(r2_name)}' alt='R^2 of the features'>"
+    )
+    parts.append(
+        "<h3>Rejected features</h3><table><tr><th>feature</th><th>R^2</th>"
+        "<th>slope</th><th>intercept</th><th>reason</th></tr>"
+    )
     for f in sorted((f for f in model.features if not f.kept), key=lambda f: f.name):
         r2 = "-" if f.r2 is None else f"{f.r2:.3f}"
-        parts.append(f"<tr><td>{e(f.name)}</td><td>{r2}</td><td>{f.slope:.3g}</td>"
-                     f"<td>{f.intercept:.3g}</td><td>{e(f.reason or '')}</td></tr>")
+        parts.append(
+            f"<tr><td>{e(f.name)}</td><td>{r2}</td><td>{f.slope:.3g}</td>"
+            f"<td>{f.intercept:.3g}</td><td>{e(f.reason or '')}</td></tr>"
+        )
     parts.append("</table>")
 
     if graph_name is not None and graph is not None:
-        parts.append(f"<h2>System graph of {e(graph.name)}</h2>"
-                     f"<img src='{e(graph_name)}' alt='system graph'>")
+        parts.append(
+            f"<h2>System graph of {e(graph.name)}</h2>"
+            f"<img src='{e(graph_name)}' alt='system graph'>"
+        )
     if classes:
-        parts.append("<h2>Node types by class</h2><table><tr><th>node type</th>"
-                     "<th>class</th></tr>")
-        parts += [f"<tr><td>{e(t)}</td><td>{e(c)}</td></tr>" for t, c in sorted(classes.items())]
+        parts.append(
+            "<h2>Node types by class</h2><table><tr><th>node type</th>"
+            "<th>class</th></tr>"
+        )
+        parts += [
+            f"<tr><td>{e(t)}</td><td>{e(c)}</td></tr>"
+            for t, c in sorted(classes.items())
+        ]
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -108,7 +108,9 @@ class RunSet:
         return [r for r in self.runs if r.phase == phase]
 
 
-def resolve_runs(paths: Sequence[str | Path], options: TableOptions | None = None) -> RunSet:
+def resolve_runs(
+    paths: Sequence[str | Path], options: TableOptions | None = None
+) -> RunSet:
     """Turn command-line inputs into runs.
 
     Each input is a trace file, a campaign directory (with ``index.csv``),
@@ -123,7 +125,9 @@ def resolve_runs(paths: Sequence[str | Path], options: TableOptions | None = Non
     """
     options = options or TableOptions()
     if not paths:
-        raise SyslrnError("no runs given; give trace files, a campaign directory or a feature table")
+        raise SyslrnError(
+            "no runs given; give trace files, a campaign directory or a feature table"
+        )
     tables, traces = [], []
     for raw in paths:
         path = Path(raw)
@@ -165,10 +169,21 @@ def _trace_run(path: Path) -> Run:
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     requests = Trace(table=pa.table({}), meta=meta, path=path).requests
     fault = labels.get("fault")
-    failure = _parse_bool(labels["failure"], f"{path}: label failure") if "failure" in labels \
+    failure = (
+        _parse_bool(labels["failure"], f"{path}: label failure")
+        if "failure" in labels
         else fault not in (None, "", NO_FAULT)
-    return Run(name=str(path), path=path, requests=requests, labels=labels,
-               phase=labels.get("phase") or None, fault=fault, failure=failure, meta=meta)
+    )
+    return Run(
+        name=str(path),
+        path=path,
+        requests=requests,
+        labels=labels,
+        phase=labels.get("phase") or None,
+        fault=fault,
+        failure=failure,
+        meta=meta,
+    )
 
 
 def _parse_bool(text: str, field_name: str) -> bool:
@@ -203,24 +218,30 @@ def read_campaign(directory: Path) -> list[Run]:
             try:
                 requests = int(row["requests"])
             except ValueError:
-                raise SyslrnError(f"{where}: requests={row['requests']!r} is not an integer") from None
+                raise SyslrnError(
+                    f"{where}: requests={row['requests']!r} is not an integer"
+                ) from None
         fault = (row["fault"] or "").strip() or None
         labels = {k: v for k, v in row.items() if k not in ("trace",) and v is not None}
-        runs.append(Run(
-            name=row["id"],
-            path=directory / row["trace"],
-            requests=requests,
-            labels=labels,
-            phase=(row["phase"] or "").strip() or None,
-            fault=fault,
-            failure=_parse_bool(row["failure"], f"{where}: failure"),
-            campaign=directory,
-        ))
+        runs.append(
+            Run(
+                name=row["id"],
+                path=directory / row["trace"],
+                requests=requests,
+                labels=labels,
+                phase=(row["phase"] or "").strip() or None,
+                fault=fault,
+                failure=_parse_bool(row["failure"], f"{where}: failure"),
+                campaign=directory,
+            )
+        )
     runs.sort(key=lambda r: r.name)
     return runs
 
 
-def read_feature_table(path: Path, options: TableOptions) -> tuple[list[Run], list[str]]:
+def read_feature_table(
+    path: Path, options: TableOptions
+) -> tuple[list[Run], list[str]]:
     """Read a feature table: one row per run, numeric feature columns.
 
     A blank feature cell counts as 0, like a node type absent from a run.
@@ -237,15 +258,25 @@ def read_feature_table(path: Path, options: TableOptions) -> tuple[list[Run], li
             f"{path}: no request column {options.request_column!r} (columns: "
             f"{', '.join(names)}); name it with --request-column"
         )
-    reserved = {options.request_column, options.label_column, options.id_column, "phase"}
+    reserved = {
+        options.request_column,
+        options.label_column,
+        options.id_column,
+        "phase",
+    }
     columns = [
-        n for n in names
+        n
+        for n in names
         if n not in reserved
-        and (pa.types.is_integer(table.schema.field(n).type)
-             or pa.types.is_floating(table.schema.field(n).type))
+        and (
+            pa.types.is_integer(table.schema.field(n).type)
+            or pa.types.is_floating(table.schema.field(n).type)
+        )
     ]
     if not columns:
-        raise SyslrnError(f"{path}: no numeric feature columns besides the request column")
+        raise SyslrnError(
+            f"{path}: no numeric feature columns besides the request column"
+        )
 
     n = table.num_rows
     ids = _string_column(table, options.id_column) or [f"row {i + 1}" for i in range(n)]
@@ -254,28 +285,38 @@ def read_feature_table(path: Path, options: TableOptions) -> tuple[list[Run], li
     phases = _string_column(table, "phase")
     if labels is not None and any(v is None for v in labels):
         blank = [ids[i] for i, v in enumerate(labels) if v is None]
-        raise SyslrnError(f"{path}: rows {_few(blank)} have no {options.label_column!r} value")
+        raise SyslrnError(
+            f"{path}: rows {_few(blank)} have no {options.label_column!r} value"
+        )
     if labels is None:
-        log.info("%s: no label column %r; every row counts as failure-free",
-                 path, options.label_column)
+        log.info(
+            "%s: no label column %r; every row counts as failure-free",
+            path,
+            options.label_column,
+        )
 
-    values = np.column_stack([
-        pc.fill_null(table.column(c), 0).to_numpy().astype(np.float64) for c in columns
-    ])
+    values = np.column_stack(
+        [
+            pc.fill_null(table.column(c), 0).to_numpy().astype(np.float64)
+            for c in columns
+        ]
+    )
     runs = []
     for i in range(n):
         label = labels[i] if labels is not None else options.normal_label
         failure = label != options.normal_label
-        runs.append(Run(
-            name=ids[i],
-            path=path,
-            requests=requests[i],
-            labels={options.label_column: label},
-            phase=phases[i] if phases is not None else None,
-            fault=label if failure else None,
-            failure=failure,
-            features=dict(zip(columns, values[i].tolist(), strict=True)),
-        ))
+        runs.append(
+            Run(
+                name=ids[i],
+                path=path,
+                requests=requests[i],
+                labels={options.label_column: label},
+                phase=phases[i] if phases is not None else None,
+                fault=label if failure else None,
+                failure=failure,
+                features=dict(zip(columns, values[i].tolist(), strict=True)),
+            )
+        )
     return runs, columns
 
 
@@ -286,7 +327,9 @@ def _read_table(path: Path) -> pa.Table:
     try:
         if delimiter is None:
             return pq.read_table(path)
-        return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter))
+        return pacsv.read_csv(
+            path, parse_options=pacsv.ParseOptions(delimiter=delimiter)
+        )
     except (pa.ArrowInvalid, OSError) as exc:
         raise SyslrnError(f"{path}: not a readable feature table ({exc})") from None
 
@@ -294,10 +337,15 @@ def _read_table(path: Path) -> pa.Table:
 def _string_column(table: pa.Table, name: str) -> list[str | None] | None:
     if name not in table.column_names:
         return None
-    return [None if v is None else str(v) for v in table.column(name).cast(pa.string()).to_pylist()]
+    return [
+        None if v is None else str(v)
+        for v in table.column(name).cast(pa.string()).to_pylist()
+    ]
 
 
-def _request_column(table: pa.Table, name: str, ids: list, path: Path) -> list[int | None]:
+def _request_column(
+    table: pa.Table, name: str, ids: list, path: Path
+) -> list[int | None]:
     requests: list[int | None] = []
     for run, value in zip(ids, table.column(name).to_pylist(), strict=True):
         if value is None:
@@ -349,15 +397,25 @@ def load_graph(run: Run) -> SystemGraph:
     counted = trace.requests
     if counted is not None:
         if run.requests is not None and counted != run.requests:
-            log.debug("%s: using the trace's count of %d requests over the "
-                      "campaign index's %d", run.name, counted, run.requests)
+            log.debug(
+                "%s: using the trace's count of %d requests over the "
+                "campaign index's %d",
+                run.name,
+                counted,
+                run.requests,
+            )
         run.requests = counted
     lost = lost_events(trace.meta)
     if lost:
-        log.warning("%s: the recording lost %d events; its features may be too low",
-                    run.name, lost)
+        log.warning(
+            "%s: the recording lost %d events; its features may be too low",
+            run.name,
+            lost,
+        )
     if trace.meta.get("complete") is False:
-        log.warning("%s: the recording was interrupted; the trace is incomplete", run.name)
+        log.warning(
+            "%s: the recording was interrupted; the trace is incomplete", run.name
+        )
 
     run.duration_s = run_duration_s(trace)
     run.max_request_gap_s = max_request_gap_s(trace)
@@ -383,7 +441,9 @@ def _host_times(trace: Trace, kind: str | None = None) -> dict[int, np.ndarray]:
         table = table.filter(pc.equal(table.column("kind").cast(pa.string()), kind))
     if table.num_rows == 0:
         return {}
-    hosts = pc.dictionary_encode(table.column("host").cast(pa.string())).combine_chunks()
+    hosts = pc.dictionary_encode(
+        table.column("host").cast(pa.string())
+    ).combine_chunks()
     codes = hosts.indices.to_numpy()
     ts = table.column("ts_ns").to_numpy().astype(np.int64)
     return {int(h): np.sort(ts[codes == h]) for h in np.unique(codes)}
@@ -408,5 +468,7 @@ def run_duration_s(trace: Trace) -> float | None:
 def max_request_gap_s(trace: Trace) -> float | None:
     """Return the longest time between two consecutive requests of a host, in
     seconds, or None with fewer than two request rows."""
-    gaps = [np.diff(t).max() for t in _host_times(trace, REQUEST).values() if len(t) > 1]
+    gaps = [
+        np.diff(t).max() for t in _host_times(trace, REQUEST).values() if len(t) > 1
+    ]
     return float(max(gaps)) / 1e9 if gaps else None

@@ -13,8 +13,10 @@ Semantics, per process instance ``(host, pid, start_ns)``:
   one). A process with no exec has the type its parent had when it forked
   it, which follows the kernel: a forked child runs its parent's image until
   it calls execve. Processes with neither are typed by their ``comm``.
-- Spawn edges: parent -> child, from the child's ``fork`` row, or its
-  ``snapshot`` row when the parent is a node. One per child.
+- Spawn edges: parent -> child, from the child's ``fork`` row. One per
+  child. A ``snapshot`` row makes no edge: the process was created before
+  the run, and the online monitor, whose windows open in the middle of the
+  host's life, could not count that edge either.
 - IPC edges: unix ``connect`` -> ``accept``, paired when the connect's
   ``sock_id`` is the accept's ``peer_id`` on the same host.
 - Net edges: TCP ``connect`` -> ``accept``, paired by mirrored 4-tuples
@@ -25,9 +27,9 @@ Semantics, per process instance ``(host, pid, start_ns)``:
   address (per host for loopback and unix endpoints).
 
 So the degree of a process, counted over all its edges, is the number of
-children it forked, plus one if its parent is a node, plus the number of
-its connect and accept rows: a quantity a probe can count from the
-process's own events.
+children it forked in the run, plus one if it was forked in the run by a
+process that is a node, plus the number of its connect and accept rows: a
+quantity a probe can count from the process's own events.
 """
 
 from __future__ import annotations
@@ -67,9 +69,25 @@ _SNAPSHOT, _FORK, _EXEC = _KIND_CODE[SNAPSHOT], _KIND_CODE[FORK], _KIND_CODE[EXE
 _CONNECT, _ACCEPT = _KIND_CODE[CONNECT], _KIND_CODE[ACCEPT]
 
 _COLUMNS = (
-    "ts_ns", "host", "kind", "pid", "start_ns", "ppid", "parent_start_ns",
-    "comm", "flags", "filename", "family", "laddr", "lport", "raddr",
-    "rport", "netns", "path", "sock_id", "peer_id",
+    "ts_ns",
+    "host",
+    "kind",
+    "pid",
+    "start_ns",
+    "ppid",
+    "parent_start_ns",
+    "comm",
+    "flags",
+    "filename",
+    "family",
+    "laddr",
+    "lport",
+    "raddr",
+    "rport",
+    "netns",
+    "path",
+    "sock_id",
+    "peer_id",
 )
 
 
@@ -131,9 +149,9 @@ def build_graph(
         hosts=events.hosts,
         host_index=np.concatenate([procs.host, links.ext_host]).astype(np.int32),
         pid=np.concatenate([procs.pid, np.full(n_ext, -1)]).astype(np.int32),
-        start_ns=np.concatenate(
-            [procs.start, np.zeros(n_ext, dtype=np.uint64)]
-        ).astype(np.uint64),
+        start_ns=np.concatenate([procs.start, np.zeros(n_ext, dtype=np.uint64)]).astype(
+            np.uint64
+        ),
         external=np.concatenate(
             [np.zeros(n_proc, dtype=bool), np.ones(n_ext, dtype=bool)]
         ),
@@ -142,9 +160,9 @@ def build_graph(
         address={n_proc + i: a for i, a in enumerate(links.ext_address)},
         src=np.concatenate([spawn_src, links.src]).astype(np.int64),
         dst=np.concatenate([spawn_dst, links.dst]).astype(np.int64),
-        edge_kind=np.concatenate(
-            [np.full(len(spawn_src), SPAWN), links.kind]
-        ).astype(np.uint8),
+        edge_kind=np.concatenate([np.full(len(spawn_src), SPAWN), links.kind]).astype(
+            np.uint8
+        ),
         driven=bool(driven),
         name=name or "",
         requests=requests,
@@ -219,8 +237,11 @@ class _Events:
             else:
                 valid = np.ones(len(column), dtype=bool)
             values = column.to_numpy()
-            values = values.view(np.int64) if values.dtype == np.uint64 \
+            values = (
+                values.view(np.int64)
+                if values.dtype == np.uint64
                 else values.astype(np.int64)
+            )
             self._numbers[name] = (values, valid)
         values, valid = self._numbers[name]
         return values[rows], valid[rows]
@@ -283,7 +304,9 @@ def _group_codes(*keys: np.ndarray) -> tuple[np.ndarray, int]:
     return codes, int(ranks[-1]) + 1
 
 
-def _group_bounds(group: np.ndarray, *order_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _group_bounds(
+    group: np.ndarray, *order_keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Sort rows by group, then by ``order_keys``.
 
     Returns the order and a mask of the first row of each group in it.
@@ -328,8 +351,10 @@ def _rank_within_groups(group: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 
 def _pair_in_order(
-    connect_group: np.ndarray, connect_ts: np.ndarray,
-    accept_group: np.ndarray, accept_ts: np.ndarray,
+    connect_group: np.ndarray,
+    connect_ts: np.ndarray,
+    accept_group: np.ndarray,
+    accept_ts: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pair the i-th connect of a group with the i-th accept of that group.
 
@@ -370,7 +395,9 @@ class _Processes:
 def _process_nodes(events: _Events) -> _Processes:
     """Number the process instances and resolve the parents that are nodes."""
     n = events.n
-    names_parent = ((events.kind == _FORK) | (events.kind == _SNAPSHOT)) & (events.ppid >= 0)
+    names_parent = ((events.kind == _FORK) | (events.kind == _SNAPSHOT)) & (
+        events.ppid >= 0
+    )
     parent_rows = np.flatnonzero(names_parent)
 
     # Code the rows' own instances and the parents they name together, so a
@@ -386,7 +413,9 @@ def _process_nodes(events: _Events) -> _Processes:
     node = node_of_code[codes[:n]]
     parent = np.full(n, -1, dtype=np.int64)
     parent_codes = codes[n:]
-    parent[parent_rows] = np.where(is_node[parent_codes], node_of_code[parent_codes], -1)
+    parent[parent_rows] = np.where(
+        is_node[parent_codes], node_of_code[parent_codes], -1
+    )
 
     n_nodes = int(is_node.sum())
     host = np.zeros(n_nodes, dtype=np.int64)
@@ -417,11 +446,16 @@ def _node_labels(events: _Events, procs: _Processes) -> tuple[np.ndarray, list[s
     usable = np.array([bool(v) for v in base_values] + [False])[base_code]
     exec_rows, base_code = exec_rows[usable], base_code[usable]
 
-    vocabulary = sorted(set(comm_values) | {v for v in base_values if v} | {UNKNOWN_TYPE})
+    vocabulary = sorted(
+        set(comm_values) | {v for v in base_values if v} | {UNKNOWN_TYPE}
+    )
     position = {v: i for i, v in enumerate(vocabulary)}
-    comm_label = np.array([position[v] for v in comm_values] + [0], dtype=np.int64)[comm_code]
-    base_label = np.array([position[v] if v else 0 for v in base_values] + [0],
-                          dtype=np.int64)[base_code]
+    comm_label = np.array([position[v] for v in comm_values] + [0], dtype=np.int64)[
+        comm_code
+    ]
+    base_label = np.array(
+        [position[v] if v else 0 for v in base_values] + [0], dtype=np.int64
+    )[base_code]
 
     label = _comm_labels(events, procs, comm_rows, comm_label, position[UNKNOWN_TYPE])
     label = _inherit_labels(events, procs, label, exec_rows, base_label)
@@ -433,8 +467,13 @@ def _node_labels(events: _Events, procs: _Processes) -> tuple[np.ndarray, list[s
     return label, vocabulary
 
 
-def _comm_labels(events: _Events, procs: _Processes, comm_rows: np.ndarray,
-                 comm_label: np.ndarray, unknown: int) -> np.ndarray:
+def _comm_labels(
+    events: _Events,
+    procs: _Processes,
+    comm_rows: np.ndarray,
+    comm_label: np.ndarray,
+    unknown: int,
+) -> np.ndarray:
     """Label each node by one comm: its snapshot's, else its fork row's, else
     its earliest row's."""
     label = np.full(procs.n, unknown, dtype=np.int64)
@@ -448,8 +487,13 @@ def _comm_labels(events: _Events, procs: _Processes, comm_rows: np.ndarray,
     return label
 
 
-def _inherit_labels(events: _Events, procs: _Processes, label: np.ndarray,
-                    exec_rows: np.ndarray, base_label: np.ndarray) -> np.ndarray:
+def _inherit_labels(
+    events: _Events,
+    procs: _Processes,
+    label: np.ndarray,
+    exec_rows: np.ndarray,
+    base_label: np.ndarray,
+) -> np.ndarray:
     """Give each forked child the label its parent had when it forked it."""
     fork_rows = np.flatnonzero(
         (events.kind == _FORK) & (procs.parent >= 0) & (procs.parent != procs.node)
@@ -469,7 +513,11 @@ def _inherit_labels(events: _Events, procs: _Processes, label: np.ndarray,
     width = len(all_ts) + 1
     exec_key = exec_node * width + np.searchsorted(all_ts, exec_ts)
     order = np.argsort(exec_key, kind="stable")
-    exec_key, exec_node, exec_label = exec_key[order], exec_node[order], base_label[order]
+    exec_key, exec_node, exec_label = (
+        exec_key[order],
+        exec_node[order],
+        base_label[order],
+    )
     query = parent * width + np.searchsorted(all_ts, fork_ts)
     hit = np.searchsorted(exec_key, query, side="right") - 1
     found = hit >= 0
@@ -498,8 +546,7 @@ def _inherit_labels(events: _Events, procs: _Processes, label: np.ndarray,
 
 def _spawn_edges(events: _Events, procs: _Processes) -> tuple[np.ndarray, np.ndarray]:
     rows = np.flatnonzero(
-        (procs.parent >= 0) & (procs.parent != procs.node)
-        & ((events.kind == _FORK) | (events.kind == _SNAPSHOT))
+        (procs.parent >= 0) & (procs.parent != procs.node) & (events.kind == _FORK)
     )
     rows = rows[_first_per_group(procs.node[rows], events.ts[rows])]
     return procs.parent[rows], procs.node[rows]
@@ -547,7 +594,9 @@ def _connection_edges(events: _Events, procs: _Processes) -> _Links:
     """Pair connection ends into edges, and give unpaired ends external peers."""
     rows = np.flatnonzero((events.kind == _CONNECT) | (events.kind == _ACCEPT))
     family_code, family_values = events.strings("family", rows)
-    family = np.array([{INET: 1, INET6: 1, UNIX: 2}.get(v, 0) for v in family_values] + [0])
+    family = np.array(
+        [{INET: 1, INET6: 1, UNIX: 2}.get(v, 0) for v in family_values] + [0]
+    )
     family = family[family_code]
     is_connect = events.kind[rows] == _CONNECT
     host = events.host[rows]
@@ -571,7 +620,7 @@ def _connection_edges(events: _Events, procs: _Processes) -> _Links:
         np.concatenate([host[uc], host[ua]]),
         np.concatenate([sock_id[uc], peer_id[ua]]),
     )
-    ci, ai = _pair_in_order(codes[: len(uc)], ts[uc], codes[len(uc):], ts[ua])
+    ci, ai = _pair_in_order(codes[: len(uc)], ts[uc], codes[len(uc) :], ts[ua])
     add_pairs(uc[ci], ua[ai], IPC)
 
     # TCP: the accept's (raddr, rport, laddr, lport) is the connect's
@@ -591,16 +640,20 @@ def _connection_edges(events: _Events, procs: _Processes) -> _Links:
             connect_key = [host[tc], netns[tc], *connect_key]
             accept_key = [host[ta], netns[ta], *accept_key]
         codes, _ = _group_codes(
-            *(np.concatenate([c, a]) for c, a in zip(connect_key, accept_key, strict=True))
+            *(
+                np.concatenate([c, a])
+                for c, a in zip(connect_key, accept_key, strict=True)
+            )
         )
-        ci, ai = _pair_in_order(codes[: len(tc)], ts[tc], codes[len(tc):], ts[ta])
+        ci, ai = _pair_in_order(codes[: len(tc)], ts[tc], codes[len(tc) :], ts[ta])
         add_pairs(tc[ci], ta[ai], NET)
 
     # NOTE: when one end of a recurring 4-tuple was not traced, pairing in
     # time order can join the wrong occurrences. Degrees stay right, because
     # each end still has exactly one edge.
-    links = _external_edges(events, procs, rows, np.flatnonzero(~paired),
-                            family, is_connect, inet)
+    links = _external_edges(
+        events, procs, rows, np.flatnonzero(~paired), family, is_connect, inet
+    )
     links.src = np.concatenate(src + [links.src])
     links.dst = np.concatenate(dst + [links.dst])
     links.kind = np.concatenate(kinds + [links.kind])
@@ -620,7 +673,9 @@ class _InetColumns:
     addresses: list[str]
 
     @classmethod
-    def read(cls, events: _Events, rows: np.ndarray, is_inet: np.ndarray) -> _InetColumns:
+    def read(
+        cls, events: _Events, rows: np.ndarray, is_inet: np.ndarray
+    ) -> _InetColumns:
         l_code, l_values = events.strings("laddr", rows)
         r_code, r_values = events.strings("raddr", rows)
         l_normal = [_normalize_address(v) for v in l_values]
@@ -630,8 +685,12 @@ class _InetColumns:
         loop_of = {a: b for a, b in l_normal + r_normal}
         loop = np.array([loop_of[a] for a in addresses] + [False])
 
-        l_code = np.array([position[a] for a, _ in l_normal] + [-1], dtype=np.int64)[l_code]
-        r_code = np.array([position[a] for a, _ in r_normal] + [-1], dtype=np.int64)[r_code]
+        l_code = np.array([position[a] for a, _ in l_normal] + [-1], dtype=np.int64)[
+            l_code
+        ]
+        r_code = np.array([position[a] for a, _ in r_normal] + [-1], dtype=np.int64)[
+            r_code
+        ]
         lport, has_lport = events.numbers("lport", rows)
         rport, has_rport = events.numbers("rport", rows)
         valid = is_inet & (l_code >= 0) & (r_code >= 0) & has_lport & has_rport
@@ -639,9 +698,15 @@ class _InetColumns:
         return cls(valid, l_code, r_code, lport, rport, loopback, addresses)
 
 
-def _external_edges(events: _Events, procs: _Processes, rows: np.ndarray,
-                    unpaired: np.ndarray, family: np.ndarray, is_connect: np.ndarray,
-                    inet: _InetColumns) -> _Links:
+def _external_edges(
+    events: _Events,
+    procs: _Processes,
+    rows: np.ndarray,
+    unpaired: np.ndarray,
+    family: np.ndarray,
+    is_connect: np.ndarray,
+    inet: _InetColumns,
+) -> _Links:
     """Give every unpaired end an edge to an external node of its remote address."""
     n_addr = len(inet.addresses)
     path_code, path_values = events.strings("path", rows[unpaired])
@@ -651,8 +716,11 @@ def _external_edges(events: _Events, procs: _Processes, rows: np.ndarray,
     # One address space: TCP remote addresses, then unix paths, then "unknown".
     unknown = n_addr + len(path_values) + 1
     address = np.where(is_inet, inet.raddr[unpaired], unknown)
-    address = np.where(is_unix, np.where(path_code >= 0, n_addr + path_code, n_addr
-                                         + len(path_values)), address)
+    address = np.where(
+        is_unix,
+        np.where(path_code >= 0, n_addr + path_code, n_addr + len(path_values)),
+        address,
+    )
     local = is_unix | (is_inet & inet.loopback[unpaired]) | (address == unknown)
     scope = np.where(local, events.host[rows[unpaired]], -1)
 

@@ -88,14 +88,19 @@ def merge_traces(traces: Sequence[Trace]) -> tuple[pa.Table, dict[str, Any]]:
         "labels": labels,
         "complete": all(bool(t.meta.get("complete", True)) for t in traces),
         "sources": [
-            {"file": t.name, **{k: v for k, v in t.meta.items() if k != "schema_version"}}
+            {
+                "file": t.name,
+                **{k: v for k, v in t.meta.items() if k != "schema_version"},
+            }
             for t in traces
         ],
     }
     if known:
         meta["requests"] = sum(known)
     if known and len(known) < len(counts):
-        log.info("merge: %d of %d traces carry a request count", len(known), len(counts))
+        log.info(
+            "merge: %d of %d traces carry a request count", len(known), len(counts)
+        )
 
     table = pa.concat_tables([t.table.cast(EVENT_SCHEMA) for t in traces])
     return table, meta

@@ -107,8 +107,9 @@ class SystemGraph:
             return (EXTERNAL, self.address[i])
         return (self.hosts[self.host_index[i]], int(self.pid[i]), int(self.start_ns[i]))
 
-    def feature_mask(self, include_driver: bool = False,
-                     include_external: bool = False) -> np.ndarray:
+    def feature_mask(
+        self, include_driver: bool = False, include_external: bool = False
+    ) -> np.ndarray:
         """Return which nodes produce features.
 
         External endpoints never do unless ``include_external``. In a driven
@@ -134,7 +135,9 @@ class SystemGraph:
         import networkx as nx
 
         graph = nx.MultiDiGraph(
-            name=self.name, driven=self.driven, requests=self.requests,
+            name=self.name,
+            driven=self.driven,
+            requests=self.requests,
             labels=dict(self.labels),
         )
         keys = [self.node_key(i) for i in range(self.n_nodes)]
@@ -153,7 +156,11 @@ class SystemGraph:
             graph.add_node(key, **attrs)
         graph.add_edges_from(
             (keys[u], keys[v], {"kind": EDGE_KINDS[k]})
-            for u, v, k in zip(self.src.tolist(), self.dst.tolist(),
-                               self.edge_kind.tolist(), strict=True)
+            for u, v, k in zip(
+                self.src.tolist(),
+                self.dst.tolist(),
+                self.edge_kind.tolist(),
+                strict=True,
+            )
         )
         return graph

@@ -3,56 +3,52 @@
 Models are scikit-learn estimators held in a registry by name, so that
 model files can name theirs and other packages can add their own with
 :func:`register_model`.
+
+Names are imported on first use: the online monitor reads model files and
+applies the detection rule without loading scikit-learn, which would cost
+it tens of megabytes of memory.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
 
-from syslrn.errors import SyslrnError
-from syslrn.model.base import NormalModel
-from syslrn.model.classes import CLASSES, classify_node_types
-from syslrn.model.detection import Detection, FeatureCheck
-from syslrn.model.file import (
-    MODEL_FORMAT,
-    MODEL_SCHEMA_VERSION,
-    FeatureEntry,
-    Model,
-    load_model,
-    save_model,
-)
-from syslrn.model.linear import LinearModel
-from syslrn.model.robust import HuberModel
-from syslrn.model.rule import RULE, expected_values, outside_tolerance
-from syslrn.model.training import train_model
-
-#: Normal-behaviour models by registry name.
-MODELS: dict[str, type[NormalModel]] = {}
-
-
-def register_model(cls: type[NormalModel]) -> type[NormalModel]:
-    """Add a model class to the registry under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__}: a model needs a non-empty name")
-    MODELS[cls.name] = cls
-    return cls
+_EXPORTS = {
+    "CLASSES": "classes",
+    "classify_node_types": "classes",
+    "Detection": "detection",
+    "FeatureCheck": "detection",
+    "MODEL_FORMAT": "file",
+    "MODEL_SCHEMA_VERSION": "file",
+    "FeatureEntry": "file",
+    "Model": "file",
+    "load_model": "file",
+    "save_model": "file",
+    "NormalModel": "base",
+    "LinearModel": "linear",
+    "HuberModel": "robust",
+    "MODELS": "registry",
+    "make_model": "registry",
+    "register_model": "registry",
+    "RULE": "rule",
+    "expected_values": "rule",
+    "outside_tolerance": "rule",
+    "train_model": "training",
+}
 
 
-def make_model(name: str, params: dict[str, Any] | None = None) -> NormalModel:
-    """Instantiate the registered model ``name`` with ``params``."""
-    cls = MODELS.get(name)
-    if cls is None:
-        raise SyslrnError(
-            f"model {name!r} is unknown; choose one of {', '.join(sorted(MODELS))}"
-        )
-    try:
-        return cls(**(params or {}))
-    except TypeError as exc:
-        raise SyslrnError(f"model {name}: invalid parameters {params} ({exc})") from None
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'syslrn.model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"syslrn.model.{module}"), name)
+    globals()[name] = value
+    return value
 
 
-register_model(LinearModel)
-register_model(HuberModel)
+def __dir__() -> list[str]:
+    return sorted(_EXPORTS)
+
 
 __all__ = [
     "CLASSES",

@@ -61,8 +61,13 @@ class NormalModel(BaseEstimator):
     #: Registry name, also stored in model files.
     name: ClassVar[str] = ""
 
-    def __init__(self, r2_threshold: float = 0.9, tolerance_k: float = 4.0,
-                 tolerance_floor: float = 1.0, stable_cv: float = 0.1):
+    def __init__(
+        self,
+        r2_threshold: float = 0.9,
+        tolerance_k: float = 4.0,
+        tolerance_floor: float = 1.0,
+        stable_cv: float = 0.1,
+    ):
         self.r2_threshold = r2_threshold
         self.tolerance_k = tolerance_k
         self.tolerance_floor = tolerance_floor
@@ -86,14 +91,19 @@ class NormalModel(BaseEstimator):
             self._fit_fixed_workload(X)
         else:
             self._fit_regression(X, y)
-        self.tolerance_ = np.maximum(self.tolerance_k * self.scale_, self.tolerance_floor)
+        self.tolerance_ = np.maximum(
+            self.tolerance_k * self.scale_, self.tolerance_floor
+        )
         return self
 
     def expected(self, requests) -> np.ndarray:
         """Return the expected features for request counts, shape (n, n_features)."""
         check_is_fitted(self, "slope_")
-        return expected_values(self.slope_, self.intercept_,
-                               np.atleast_1d(np.asarray(requests, dtype=np.float64)))
+        return expected_values(
+            self.slope_,
+            self.intercept_,
+            np.atleast_1d(np.asarray(requests, dtype=np.float64)),
+        )
 
     def deviation(self, X, y) -> np.ndarray:
         """Return observed minus expected values, shape (n_runs, n_features)."""
@@ -112,11 +122,15 @@ class NormalModel(BaseEstimator):
         if X.ndim != 2:
             raise ValueError(f"X has shape {X.shape}: expected (n_runs, n_features)")
         if y.shape != (X.shape[0],):
-            raise ValueError(f"y has shape {y.shape}: expected ({X.shape[0]},), "
-                             "one request count per run")
+            raise ValueError(
+                f"y has shape {y.shape}: expected ({X.shape[0]},), "
+                "one request count per run"
+            )
         if hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features: the model was fitted "
-                             f"on {self.n_features_in_}")
+            raise ValueError(
+                f"X has {X.shape[1]} features: the model was fitted "
+                f"on {self.n_features_in_}"
+            )
         return X, y
 
     def _fit_regression(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -125,7 +139,12 @@ class NormalModel(BaseEstimator):
         r2 = np.where(constant, np.nan, r2)
         with np.errstate(invalid="ignore"):
             kept = ~constant & (r2 >= self.r2_threshold)
-        self.slope_, self.intercept_, self.r2_, self.scale_ = slope, intercept, r2, scale
+        self.slope_, self.intercept_, self.r2_, self.scale_ = (
+            slope,
+            intercept,
+            r2,
+            scale,
+        )
         self.kept_ = kept
         self.reason_ = _reasons(kept, np.where(constant, CONSTANT, LOW_R2))
 
@@ -154,5 +173,7 @@ class NormalModel(BaseEstimator):
 
 def _reasons(kept: np.ndarray, rejection: np.ndarray) -> list[str | None]:
     """Return None for each kept feature and its rejection reason otherwise."""
-    return [None if k else str(r) for k, r in zip(kept.tolist(), rejection.tolist(),
-                                                  strict=True)]
+    return [
+        None if k else str(r)
+        for k, r in zip(kept.tolist(), rejection.tolist(), strict=True)
+    ]

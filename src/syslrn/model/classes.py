@@ -47,13 +47,17 @@ def classify_node_types(
     for graphs in graphs_by_phase.values():
         for graph in graphs:
             mask = graph.feature_mask(include_driver=include_driver)
-            types.update(graph.type_names[t] for t in set(graph.type_index[mask].tolist()))
+            types.update(
+                graph.type_names[t] for t in set(graph.type_index[mask].tolist())
+            )
 
     baseline = next((graphs_by_phase[p] for p in PHASES if graphs_by_phase.get(p)), [])
     system: set[str] = set()
     for graph in baseline:
         alive = graph.feature_mask(include_driver=include_driver) & ~graph.created
-        system.update(graph.type_names[t] for t in set(graph.type_index[alive].tolist()))
+        system.update(
+            graph.type_names[t] for t in set(graph.type_index[alive].tolist())
+        )
 
     classes = {}
     for node_type in sorted(types):

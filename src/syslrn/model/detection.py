@@ -26,8 +26,13 @@ class FeatureCheck:
 
     @property
     def outside(self) -> bool:
-        return bool(outside_tolerance(np.float64(self.observed), np.float64(self.expected),
-                                      np.float64(self.tolerance)))
+        return bool(
+            outside_tolerance(
+                np.float64(self.observed),
+                np.float64(self.expected),
+                np.float64(self.tolerance),
+            )
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

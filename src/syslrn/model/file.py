@@ -39,7 +39,15 @@ log = logging.getLogger(__name__)
 MODEL_FORMAT = "syslrn-model"
 MODEL_SCHEMA_VERSION = 1
 
-_TOP_KEYS = ("embedding", "model", "features", "detection", "degenerate", "training", "plan")
+_TOP_KEYS = (
+    "embedding",
+    "model",
+    "features",
+    "detection",
+    "degenerate",
+    "training",
+    "plan",
+)
 
 
 @dataclass
@@ -72,13 +80,17 @@ class FeatureEntry:
     @classmethod
     def from_dict(cls, entry: Any, source: str) -> FeatureEntry:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise ModelError(f"{source}: a features entry has no name; the file is corrupt")
+            raise ModelError(
+                f"{source}: a features entry has no name; the file is corrupt"
+            )
         name = entry["name"]
         numbers = {}
         for key in ("slope", "intercept", "tolerance"):
             value = entry.get(key)
             if not _is_number(value):
-                raise ModelError(f"{source}: feature {name}: {key}={value!r} is not a number")
+                raise ModelError(
+                    f"{source}: feature {name}: {key}={value!r} is not a number"
+                )
             numbers[key] = float(value)
         r2 = entry.get("r2")
         if r2 is not None and not _is_number(r2):
@@ -172,8 +184,9 @@ class Model:
         """
         names, slope, intercept, tolerance = self._kept_arrays
         get = feature_vector.get
-        observed = np.fromiter((get(n, 0.0) for n in names), dtype=np.float64,
-                               count=len(names))
+        observed = np.fromiter(
+            (get(n, 0.0) for n in names), dtype=np.float64, count=len(names)
+        )
         detection = Detection(
             requests=int(requests),
             features=names,
@@ -213,8 +226,9 @@ class Model:
             version, or lacks or mistypes a key.
         """
         if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
-            raise ModelError(f"{source}: not a syslrn model file (no \"format\": "
-                             f"\"{MODEL_FORMAT}\")")
+            raise ModelError(
+                f'{source}: not a syslrn model file (no "format": "{MODEL_FORMAT}")'
+            )
         version = document.get("schema_version")
         if version != MODEL_SCHEMA_VERSION:
             raise ModelError(
@@ -223,22 +237,30 @@ class Model:
             )
         missing = [key for key in _TOP_KEYS if key not in document]
         if missing:
-            raise ModelError(f"{source}: model lacks keys {missing}; the file is corrupt")
+            raise ModelError(
+                f"{source}: model lacks keys {missing}; the file is corrupt"
+            )
         for key in ("embedding", "model"):
             part = document[key]
             if not isinstance(part, dict) or not isinstance(part.get("name"), str):
-                raise ModelError(f"{source}: \"{key}\" must be an object with a name")
+                raise ModelError(f'{source}: "{key}" must be an object with a name')
         rule = (document["detection"] or {}).get("rule")
         if rule != RULE:
-            raise ModelError(f"{source}: detection rule {rule!r} is unknown; this "
-                             f"syslrn applies {RULE!r}")
+            raise ModelError(
+                f"{source}: detection rule {rule!r} is unknown; this "
+                f"syslrn applies {RULE!r}"
+            )
         if not isinstance(document["features"], list):
-            raise ModelError(f"{source}: \"features\" must be a list")
+            raise ModelError(f'{source}: "features" must be a list')
         return cls(
-            embedding={"name": document["embedding"]["name"],
-                       "params": dict(document["embedding"].get("params") or {})},
-            model={"name": document["model"]["name"],
-                   "params": dict(document["model"].get("params") or {})},
+            embedding={
+                "name": document["embedding"]["name"],
+                "params": dict(document["embedding"].get("params") or {}),
+            },
+            model={
+                "name": document["model"]["name"],
+                "params": dict(document["model"].get("params") or {}),
+            },
             features=[FeatureEntry.from_dict(f, source) for f in document["features"]],
             detection=dict(document["detection"]),
             degenerate=bool(document["degenerate"]),
@@ -256,8 +278,10 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
         tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as exc:
-        raise ModelError(f"output {path}: cannot write the model ({exc.strerror}); "
-                         "choose another path") from None
+        raise ModelError(
+            f"output {path}: cannot write the model ({exc.strerror}); "
+            "choose another path"
+        ) from None
     log.info("model written to %s", path)
     return path
 
@@ -281,12 +305,18 @@ def load_model(path: str | os.PathLike) -> Model:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc}); the file is corrupt") from None
+        raise ModelError(
+            f"{path}: not valid JSON ({exc}); the file is corrupt"
+        ) from None
     return Model.from_dict(document, source=str(path))
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 def _finite_or_none(value: float | None) -> float | None:

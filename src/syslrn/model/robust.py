@@ -53,11 +53,21 @@ class HuberModel(NormalModel):
 
     name = "huber"
 
-    def __init__(self, r2_threshold: float = 0.9, tolerance_k: float = 4.0,
-                 tolerance_floor: float = 1.0, stable_cv: float = 0.1,
-                 epsilon: float = 1.345, max_iter: int = 50):
-        super().__init__(r2_threshold=r2_threshold, tolerance_k=tolerance_k,
-                         tolerance_floor=tolerance_floor, stable_cv=stable_cv)
+    def __init__(
+        self,
+        r2_threshold: float = 0.9,
+        tolerance_k: float = 4.0,
+        tolerance_floor: float = 1.0,
+        stable_cv: float = 0.1,
+        epsilon: float = 1.345,
+        max_iter: int = 50,
+    ):
+        super().__init__(
+            r2_threshold=r2_threshold,
+            tolerance_k=tolerance_k,
+            tolerance_floor=tolerance_floor,
+            stable_cv=stable_cv,
+        )
         self.epsilon = epsilon
         self.max_iter = max_iter
 
@@ -100,8 +110,9 @@ class HuberModel(NormalModel):
         return weights
 
     @staticmethod
-    def _weighted_line(x: np.ndarray, Y: np.ndarray, weights: np.ndarray,
-                       fallback: np.ndarray | None):
+    def _weighted_line(
+        x: np.ndarray, Y: np.ndarray, weights: np.ndarray, fallback: np.ndarray | None
+    ):
         total = weights.sum(axis=0)
         x_mean = (weights * x[:, None]).sum(axis=0) / total
         y_mean = (weights * Y).sum(axis=0) / total

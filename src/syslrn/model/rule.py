@@ -33,8 +33,9 @@ def expected_values(slope: np.ndarray, intercept: np.ndarray, requests) -> np.nd
     return np.outer(requests, slope) + intercept
 
 
-def outside_tolerance(observed: np.ndarray, expected: np.ndarray,
-                      tolerance: np.ndarray) -> np.ndarray:
+def outside_tolerance(
+    observed: np.ndarray, expected: np.ndarray, tolerance: np.ndarray
+) -> np.ndarray:
     """Return which features deviate from their expectation by more than
     their tolerance."""
     return np.abs(observed - expected) > tolerance * (1 + _ROUNDING) + _ROUNDING

@@ -47,17 +47,19 @@ def train_model(
     for j, name in enumerate(names):
         stat, node_type = describe(name)
         r2 = float(estimator.r2_[j])
-        features.append(FeatureEntry(
-            name=name,
-            node_type=node_type,
-            stat=stat,
-            kept=bool(estimator.kept_[j]),
-            r2=None if np.isnan(r2) else r2,
-            slope=float(estimator.slope_[j]),
-            intercept=float(estimator.intercept_[j]),
-            tolerance=float(estimator.tolerance_[j]),
-            reason=estimator.reason_[j],
-        ))
+        features.append(
+            FeatureEntry(
+                name=name,
+                node_type=node_type,
+                stat=stat,
+                kept=bool(estimator.kept_[j]),
+                r2=None if np.isnan(r2) else r2,
+                slope=float(estimator.slope_[j]),
+                intercept=float(estimator.intercept_[j]),
+                tolerance=float(estimator.tolerance_[j]),
+                reason=estimator.reason_[j],
+            )
+        )
 
     info: dict[str, Any] = {"runs": len(rows), "requests": [int(r) for r in requests]}
     info.update(training or {})
@@ -68,7 +70,10 @@ def train_model(
     if estimator.degenerate_:
         info["fixed_requests"] = int(requests[0])
     return Model(
-        embedding={"name": embedding["name"], "params": dict(embedding.get("params") or {})},
+        embedding={
+            "name": embedding["name"],
+            "params": dict(embedding.get("params") or {}),
+        },
         model={"name": estimator.name, "params": estimator.get_params()},
         features=features,
         degenerate=estimator.degenerate_,

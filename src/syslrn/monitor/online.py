@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from syslrn.collect.recorder import boottime_ns
+from syslrn.collect.clock import boottime_ns
 from syslrn.collect.trigger import Trigger, is_listening
 from syslrn.errors import SyslrnError
 from syslrn.monitor.kernel import MonitorProbes, WindowFeatures

@@ -20,7 +20,9 @@ from syslrn.trace.schema import EVENT_SCHEMA, EXIT, REQUEST, SNAPSHOT
 
 def _process_keys(table: pa.Table) -> pa.Table:
     return table.select(["host", "pid", "start_ns"]).cast(
-        pa.schema([("host", pa.string()), ("pid", pa.int32()), ("start_ns", pa.uint64())])
+        pa.schema(
+            [("host", pa.string()), ("pid", pa.int32()), ("start_ns", pa.uint64())]
+        )
     )
 
 
@@ -32,8 +34,11 @@ def cut_window(trace: Trace, open_ns: int, close_ns: int) -> Trace:
     """
     table = trace.table
     ts = table.column("ts_ns")
+    open_ns = _opening_request(table, open_ns)
     before = table.filter(pc.less(ts, open_ns))
-    inside = table.filter(pc.and_(pc.greater_equal(ts, open_ns), pc.less_equal(ts, close_ns)))
+    inside = table.filter(
+        pc.and_(pc.greater_equal(ts, open_ns), pc.less_equal(ts, close_ns))
+    )
 
     alive = _alive_at(before)
     # Types are those of the whole history before the open: a child that
@@ -46,12 +51,21 @@ def cut_window(trace: Trace, open_ns: int, close_ns: int) -> Trace:
     }
     rows = []
     for host, pid, start in alive:
-        rows.append({
-            "ts_ns": open_ns, "host": host, "kind": SNAPSHOT, "pid": pid,
-            "start_ns": start, "comm": types.get((host, pid, start), "?"), "flags": 0,
-        })
-    snapshot = pa.Table.from_pylist(rows, schema=EVENT_SCHEMA) if rows else (
-        EVENT_SCHEMA.empty_table()
+        rows.append(
+            {
+                "ts_ns": open_ns,
+                "host": host,
+                "kind": SNAPSHOT,
+                "pid": pid,
+                "start_ns": start,
+                "comm": types.get((host, pid, start), "?"),
+                "flags": 0,
+            }
+        )
+    snapshot = (
+        pa.Table.from_pylist(rows, schema=EVENT_SCHEMA)
+        if rows
+        else (EVENT_SCHEMA.empty_table())
     )
     kinds = inside.column("kind").cast(pa.string())
     requests = pc.sum(pc.equal(kinds, REQUEST).cast(pa.int64())).as_py() or 0
@@ -63,6 +77,29 @@ def cut_window(trace: Trace, open_ns: int, close_ns: int) -> Trace:
     return Trace(table=cut, meta=meta, path=trace.path)
 
 
+#: The recorder and the monitor read the clock in two programs on the same
+#: tracepoint, microseconds apart, so the trace's row of the request that
+#: opened a window may come just before the window's open.
+CLOCK_SKEW_NS = 1_000_000
+
+
+def _opening_request(table: pa.Table, open_ns: int) -> int:
+    """Return the time the trace gives the request that opened the window."""
+    kinds = table.column("kind").cast(pa.string())
+    ts = table.column("ts_ns")
+    near = pc.and_(
+        pc.equal(kinds, REQUEST),
+        pc.and_(
+            pc.greater_equal(ts, open_ns - CLOCK_SKEW_NS),
+            pc.less_equal(ts, open_ns + CLOCK_SKEW_NS),
+        ),
+    )
+    candidates = pc.filter(ts, near)
+    if len(candidates) == 0:
+        return open_ns
+    return min(open_ns, pc.min(candidates).as_py())
+
+
 def _alive_at(before: pa.Table) -> list[tuple[str, int, int]]:
     """Return the processes seen before the open that had not exited."""
     keys = _process_keys(before)
@@ -72,6 +109,12 @@ def _alive_at(before: pa.Table) -> list[tuple[str, int, int]]:
     starts = keys.column("start_ns").to_numpy()
     seen = dict.fromkeys(zip(hosts, pids.tolist(), starts.tolist(), strict=True))
     is_exit = kinds == EXIT
-    exited = set(zip(hosts[is_exit], pids[is_exit].tolist(), starts[is_exit].tolist(),
-                     strict=True))
+    exited = set(
+        zip(
+            hosts[is_exit],
+            pids[is_exit].tolist(),
+            starts[is_exit].tolist(),
+            strict=True,
+        )
+    )
     return [key for key in seen if key not in exited]

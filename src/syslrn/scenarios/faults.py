@@ -33,8 +33,14 @@ class HostFault(Fault):
     after a configuration edit or a restart after workers were killed.
     """
 
-    def __init__(self, name: str, description: str, *,
-                 after_apply: Hook | None = None, after_revert: Hook | None = None):
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        *,
+        after_apply: Hook | None = None,
+        after_revert: Hook | None = None,
+    ):
         self.name = name
         self.description = description
         self.after_apply = after_apply
@@ -74,8 +80,7 @@ class FunctionFault(HostFault):
     ``apply`` returns, so that :meth:`revert` undoes it even if that step fails.
     """
 
-    def __init__(self, name: str, description: str, apply: Hook, revert: Hook,
-                 **hooks):
+    def __init__(self, name: str, description: str, apply: Hook, revert: Hook, **hooks):
         super().__init__(name, description, **hooks)
         self._apply_function = apply
         self._revert_function = revert
@@ -111,9 +116,17 @@ class ReplaceFile(HostFault):
 class ChangeMode(HostFault):
     """Change the mode or the owner of a file or directory."""
 
-    def __init__(self, name: str, description: str, path: Path, *,
-                 mode: int | None = None, uid: int | None = None,
-                 gid: int | None = None, **hooks):
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        path: Path,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        **hooks,
+    ):
         super().__init__(name, description, **hooks)
         self.path = Path(path)
         self.mode = mode
@@ -123,8 +136,11 @@ class ChangeMode(HostFault):
 
     def _apply(self) -> None:
         self._saved = self.path.stat()
-        os.chown(self.path, -1 if self.uid is None else self.uid,
-                 -1 if self.gid is None else self.gid)
+        os.chown(
+            self.path,
+            -1 if self.uid is None else self.uid,
+            -1 if self.gid is None else self.gid,
+        )
         if self.mode is not None:
             os.chmod(self.path, self.mode)
 
@@ -143,16 +159,24 @@ class FullFilesystem(HostFault):
     back the directory's own contents.
     """
 
-    def __init__(self, name: str, description: str, path: Path, *,
-                 subdirs: Collection[str] = (), **hooks):
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        path: Path,
+        *,
+        subdirs: Collection[str] = (),
+        **hooks,
+    ):
         super().__init__(name, description, **hooks)
         self.path = Path(path)
         self.subdirs = tuple(subdirs)
 
     def _apply(self) -> None:
         st = self.path.stat()
-        host.mount_tmpfs(self.path, "4k", uid=st.st_uid, gid=st.st_gid,
-                         mode=st.st_mode & 0o7777)
+        host.mount_tmpfs(
+            self.path, "4k", uid=st.st_uid, gid=st.st_gid, mode=st.st_mode & 0o7777
+        )
         try:
             for name in self.subdirs:
                 sub = self.path / name
@@ -178,9 +202,16 @@ class KillProcesses(HostFault):
     starts and exits within one interval escapes it.
     """
 
-    def __init__(self, name: str, description: str, parent: Callable[[], int], *,
-                 comms: Collection[str] | None = None, interval: float = 0.01,
-                 **hooks):
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        parent: Callable[[], int],
+        *,
+        comms: Collection[str] | None = None,
+        interval: float = 0.01,
+        **hooks,
+    ):
         super().__init__(name, description, **hooks)
         self.parent = parent
         self.comms = None if comms is None else frozenset(comms)
@@ -223,8 +254,14 @@ class LowerProcessLimit(HostFault):
     root inside a container may lack.
     """
 
-    def __init__(self, name: str, description: str, pids: Callable[[], list[int]],
-                 nproc: int, **hooks):
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        pids: Callable[[], list[int]],
+        nproc: int,
+        **hooks,
+    ):
         super().__init__(name, description, **hooks)
         self.pids = pids
         self.nproc = nproc

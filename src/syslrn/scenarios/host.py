@@ -20,6 +20,7 @@ import struct
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -48,10 +49,37 @@ def ensure_system_user(
         raise ScenarioError(f"user {name} does not exist and creating it needs root")
 
     log.info("creating system user %s (home %s)", name, home)
-    run_command(["useradd", "--system", "--user-group", "--no-create-home",
-                 "--home-dir", os.fspath(home), "--shell", shell, name])
+    run_command(
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            os.fspath(home),
+            "--shell",
+            shell,
+            name,
+        ]
+    )
     run_command(["usermod", "--password", "*", name])
     return pwd.getpwnam(name)
+
+
+def shared_dir_path(prefix: str, parent: str | os.PathLike | None = None) -> Path:
+    """Return a new path for :func:`create_shared_dir`, without creating it.
+
+    Scenarios name their files before set-up, because a campaign asks for
+    the trigger, the faults and the logs before it starts the servers.
+    """
+    return Path(parent or tempfile.gettempdir()) / f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def create_shared_dir(path: Path) -> Path:
+    """Create ``path``, mode 0711, as :func:`make_shared_dir` does."""
+    path.mkdir(mode=0o711)
+    path.chmod(0o711)
+    return path
 
 
 def make_shared_dir(prefix: str, parent: str | os.PathLike | None = None) -> Path:
@@ -72,8 +100,9 @@ def chown(path: str | os.PathLike, user: pwd.struct_passwd, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def mount_tmpfs(path: str | os.PathLike, size: str, *, uid: int = 0, gid: int = 0,
-                mode: int = 0o755) -> None:
+def mount_tmpfs(
+    path: str | os.PathLike, size: str, *, uid: int = 0, gid: int = 0, mode: int = 0o755
+) -> None:
     """Mount a tmpfs of ``size`` (mount's syntax: ``64k``, ``8m``) on ``path``."""
     options = f"size={size},uid={uid},gid={gid},mode={mode:o},nodev,nosuid"
     run_command(["mount", "-t", "tmpfs", "-o", options, "syslrn", os.fspath(path)])
@@ -81,11 +110,15 @@ def mount_tmpfs(path: str | os.PathLike, size: str, *, uid: int = 0, gid: int = 
 
 def unmount(path: str | os.PathLike) -> None:
     """Unmount ``path``, or detach it lazily when a process has a file open on it."""
-    result = subprocess.run(["umount", os.fspath(path)], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        ["umount", os.fspath(path)], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
-        log.warning("umount %s failed (%s), so it is detached lazily", path,
-                    result.stderr.strip())
+        log.warning(
+            "umount %s failed (%s), so it is detached lazily",
+            path,
+            result.stderr.strip(),
+        )
         run_command(["umount", "--lazy", os.fspath(path)])
 
 
@@ -228,8 +261,9 @@ def kill_processes(pids: Iterable[int], sig: int = signal.SIGKILL) -> int:
     return sent
 
 
-def kill_instance(instance: str, uid: int | None = None, *, grace: float = 0.0,
-                  timeout: float = 5.0) -> None:
+def kill_instance(
+    instance: str, uid: int | None = None, *, grace: float = 0.0, timeout: float = 5.0
+) -> None:
     """Kill every process tagged with ``instance`` and wait until they are gone.
 
     Processes get ``grace`` seconds to exit on their own first, for example
@@ -272,13 +306,18 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def wait_for_listen(port: int, host: str = "127.0.0.1", timeout: float = 30.0,
-                    alive: Callable[[], bool] | None = None) -> None:
+def wait_for_listen(
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+    alive: Callable[[], bool] | None = None,
+) -> None:
     """Wait until a socket listens on ``host:port``.
 
     ``alive`` reports whether the server is still running, so that a server
     that exits during start-up fails fast instead of at the timeout.
     """
+
     def ready() -> bool:
         if alive is not None and not alive():
             raise ScenarioError(f"the server for {host}:{port} exited during start-up")
@@ -287,8 +326,9 @@ def wait_for_listen(port: int, host: str = "127.0.0.1", timeout: float = 30.0,
     wait_until(ready, timeout, f"a listening socket on {host}:{port}")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.05) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
     """Poll ``predicate`` until it is true, or raise naming ``what`` at ``timeout``."""
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -154,8 +154,14 @@ class PostfixScenario(Scenario):
     name = "postfix"
     packages = ("postfix", "swaks")
 
-    def __init__(self, workdir: Path, *, timeout: float = 30.0, parallel: int = 16,
-                 helper_timeout: float | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        timeout: float = 30.0,
+        parallel: int = 16,
+        helper_timeout: float | None = None,
+    ):
         super().__init__(workdir)
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
@@ -167,11 +173,13 @@ class PostfixScenario(Scenario):
         self.parallel = int(parallel)
         self.helper_timeout = max(2, round(helper_timeout))
         self.instance = f"postfix-{uuid.uuid4().hex[:12]}"
-        self.port: int | None = None
         self.config_dir = self.workdir / "config"
         self.queue_dir = self.workdir / "queue"
         self.maillog = self.workdir / "maillog"
-        self.shared_dir: Path | None = None
+        # Chosen now, made in setup(): a campaign records the start-up, so it
+        # needs the trigger and the log paths before the servers exist.
+        self.port = free_tcp_port()
+        self.shared_dir = host.shared_dir_path("syslrn-postfix-")
         self._master: subprocess.Popen | None = None
         self._user = None
         self._batches = 0
@@ -181,8 +189,6 @@ class PostfixScenario(Scenario):
 
     @property
     def trigger(self) -> str:
-        if self.port is None:
-            raise ScenarioError("the postfix scenario has no port before setup()")
         return f"tcp:{self.port}"
 
     @property
@@ -220,7 +226,6 @@ class PostfixScenario(Scenario):
                 f"{postlog.decode()} has {len(postlog)} bytes, more than "
                 f"{_MAX_SOCKET_PATH}; choose a shorter work directory"
             )
-        self.port = free_tcp_port()
         try:
             self._write_files()
             self._run("postfix", "check")
@@ -228,8 +233,9 @@ class PostfixScenario(Scenario):
         except BaseException:
             self.teardown()
             raise
-        log.info("postfix instance %s listens on 127.0.0.1:%d", self.instance,
-                 self.port)
+        log.info(
+            "postfix instance %s listens on 127.0.0.1:%d", self.instance, self.port
+        )
 
     def check(self) -> None:
         result = self.run_workload(1)
@@ -255,10 +261,12 @@ class PostfixScenario(Scenario):
 
         errors = self._await_delivery(sessions, log_offset, deadline)
         duration = time.monotonic() - start
-        log.info("postfix workload: %d messages, %d errors, %.2f s", n, len(errors),
-                 duration)
-        return WorkloadResult(requests=n, errors=len(errors), messages=errors[:10],
-                              duration_s=duration)
+        log.info(
+            "postfix workload: %d messages, %d errors, %.2f s", n, len(errors), duration
+        )
+        return WorkloadResult(
+            requests=n, errors=len(errors), messages=errors[:10], duration_s=duration
+        )
 
     def faults(self) -> dict[str, Fault]:
         if self._faults is None:
@@ -268,8 +276,11 @@ class PostfixScenario(Scenario):
     def logs(self) -> list[LogSource]:
         # Every line about one message names its queue id after the
         # process name and pid, e.g. "postfix/qmgr[812]: 4F2A31C0D5: ...".
-        return [LogSource("postfix", self.maillog,
-                          r"postfix/[\w/-]+\[\d+\]: ([0-9A-F]{6,}): ")]
+        return [
+            LogSource(
+                "postfix", self.maillog, r"postfix/[\w/-]+\[\d+\]: ([0-9A-F]{6,}): "
+            )
+        ]
 
     def reset(self) -> None:
         for fault in self.faults().values():
@@ -297,12 +308,11 @@ class PostfixScenario(Scenario):
             stop_process(self._master)
             self._master = None
         host.kill_instance(self.instance, grace=2.0)
-        if self.shared_dir is not None:
+        if self.shared_dir.exists():
             # A fault left applied by a crash may still have its tmpfs here.
             for mount in host.mount_points_under(self.shared_dir):
                 host.unmount(mount)
             shutil.rmtree(self.shared_dir, ignore_errors=True)
-            self.shared_dir = None
         # The logs stay for the campaign to collect, and the rest goes.
         for path in (self.config_dir, self.queue_dir):
             shutil.rmtree(path, ignore_errors=True)
@@ -310,13 +320,11 @@ class PostfixScenario(Scenario):
     # -- set-up ---------------------------------------------------------------
 
     def _shared(self, name: str) -> Path:
-        if self.shared_dir is None:
-            raise ScenarioError("the postfix scenario has no mailbox before setup()")
         return self.shared_dir / name
 
     def _write_files(self) -> None:
         user = self._user
-        self.shared_dir = host.make_shared_dir("syslrn-postfix-")
+        host.create_shared_dir(self.shared_dir)
         (self.shared_dir / "bin").mkdir(mode=0o755)
         self.deliver_path.write_text(DELIVER_SCRIPT.format(mailbox=self.mailbox))
         self.deliver_path.chmod(0o755)
@@ -347,39 +355,41 @@ class PostfixScenario(Scenario):
 
     def _main_cf(self) -> str:
         config = self.config_dir
-        return "\n".join([
-            "compatibility_level = 3.6",
-            f"queue_directory = {self.queue_dir}",
-            f"data_directory = {self.data_dir}",
-            "mail_owner = postfix",
-            "setgid_group = postdrop",
-            # Commands named in root-owned alias files run as this user.
-            f"default_privs = {MAIL_USER}",
-            f"maillog_file = {self.maillog}",
-            f"maillog_file_prefixes = {self.workdir}",
-            "myhostname = syslrn.localdomain",
-            "mydestination = localhost, $myhostname",
-            "inet_interfaces = loopback-only",
-            "inet_protocols = ipv4",
-            "mynetworks = 127.0.0.0/8",
-            "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination",
-            "smtpd_peername_lookup = no",
-            f"alias_maps = hash:{config}/aliases",
-            f"alias_database = hash:{config}/aliases",
-            "local_recipient_maps = $alias_maps",
-            # Nothing leaves the host, even if a restriction were loosened.
-            "default_transport = error:5.7.1 outbound mail is disabled",
-            "relay_transport = error:5.7.1 outbound mail is disabled",
-            "message_size_limit = 1048576",
-            f"command_time_limit = {self.helper_timeout}s",
-            "biff = no",
-            # The instance tag reaches every daemon and every helper, so
-            # tear-down finds them wherever they were re-parented.
-            "import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C "
-            f"POSTLOG_SERVICE POSTLOG_HOSTNAME {host.INSTANCE_ENV}",
-            f"export_environment = TZ MAIL_CONFIG LANG {host.INSTANCE_ENV}",
-            "",
-        ])
+        return "\n".join(
+            [
+                "compatibility_level = 3.6",
+                f"queue_directory = {self.queue_dir}",
+                f"data_directory = {self.data_dir}",
+                "mail_owner = postfix",
+                "setgid_group = postdrop",
+                # Commands named in root-owned alias files run as this user.
+                f"default_privs = {MAIL_USER}",
+                f"maillog_file = {self.maillog}",
+                f"maillog_file_prefixes = {self.workdir}",
+                "myhostname = syslrn.localdomain",
+                "mydestination = localhost, $myhostname",
+                "inet_interfaces = loopback-only",
+                "inet_protocols = ipv4",
+                "mynetworks = 127.0.0.0/8",
+                "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination",
+                "smtpd_peername_lookup = no",
+                f"alias_maps = hash:{config}/aliases",
+                f"alias_database = hash:{config}/aliases",
+                "local_recipient_maps = $alias_maps",
+                # Nothing leaves the host, even if a restriction were loosened.
+                "default_transport = error:5.7.1 outbound mail is disabled",
+                "relay_transport = error:5.7.1 outbound mail is disabled",
+                "message_size_limit = 1048576",
+                f"command_time_limit = {self.helper_timeout}s",
+                "biff = no",
+                # The instance tag reaches every daemon and every helper, so
+                # tear-down finds them wherever they were re-parented.
+                "import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C "
+                f"POSTLOG_SERVICE POSTLOG_HOSTNAME {host.INSTANCE_ENV}",
+                f"export_environment = TZ MAIL_CONFIG LANG {host.INSTANCE_ENV}",
+                "",
+            ]
+        )
 
     def _start_master(self) -> None:
         env = {
@@ -389,7 +399,9 @@ class PostfixScenario(Scenario):
         }
         self._master = start_process(
             [str(self._daemon_dir / "master"), "-c", str(self.config_dir)],
-            self.workdir / "master.out", env=env, cwd=self.queue_dir,
+            self.workdir / "master.out",
+            env=env,
+            cwd=self.queue_dir,
         )
         host.wait_for_listen(self.port, alive=lambda: self._master.poll() is None)
 
@@ -404,12 +416,18 @@ class PostfixScenario(Scenario):
         before = host.count_lines(self.maillog, pattern)
         old = host.child_pids(self.master_pid)
         os.kill(self.master_pid, signal.SIGHUP)
-        host.wait_until(lambda: host.count_lines(self.maillog, pattern) > before,
-                        10.0, "postfix to log its reload")
+        host.wait_until(
+            lambda: host.count_lines(self.maillog, pattern) > before,
+            10.0,
+            "postfix to log its reload",
+        )
         # Services of the old generation exit once idle. Waiting for them
         # ensures that no session is served with the old configuration.
-        host.wait_until(lambda: not any(host.is_alive(pid) for pid in old), 10.0,
-                        "postfix services of the old configuration to exit")
+        host.wait_until(
+            lambda: not any(host.is_alive(pid) for pid in old),
+            10.0,
+            "postfix services of the old configuration to exit",
+        )
 
     def _run(self, command: str, *args: str) -> None:
         """Run a Postfix command on this instance's configuration."""
@@ -424,21 +442,32 @@ class PostfixScenario(Scenario):
         that every request of a workload is issued.
         """
         limit = max(1.0, deadline - time.monotonic())
-        body = "\n".join(
-            f"line {i} of the body of request {token}" for i in range(40)
-        )
+        body = "\n".join(f"line {i} of the body of request {token}" for i in range(40))
         argv = [
-            self._swaks, "--server", f"127.0.0.1:{self.port}",
-            "--from", SENDER, "--to", RECIPIENT, "--helo", "driver.localdomain",
-            "--header", f"Subject: request {token}",
-            "--header", f"{REQUEST_HEADER}: {token}",
-            "--body", body, "--suppress-data",
-            "--timeout", f"{int(limit) + 1}s",
+            self._swaks,
+            "--server",
+            f"127.0.0.1:{self.port}",
+            "--from",
+            SENDER,
+            "--to",
+            RECIPIENT,
+            "--helo",
+            "driver.localdomain",
+            "--header",
+            f"Subject: request {token}",
+            "--header",
+            f"{REQUEST_HEADER}: {token}",
+            "--body",
+            body,
+            "--suppress-data",
+            "--timeout",
+            f"{int(limit) + 1}s",
         ]
         session = _Session(token)
         try:
-            result = subprocess.run(argv, capture_output=True, text=True,
-                                    timeout=limit, check=False)
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=limit, check=False
+            )
         except subprocess.TimeoutExpired:
             session.error = f"session timed out after {limit:.0f} s"
             return session
@@ -449,8 +478,9 @@ class PostfixScenario(Scenario):
             session.error = f"rejected: {_swaks_error(result)}"
         return session
 
-    def _await_delivery(self, sessions: list[_Session], log_offset: int,
-                        deadline: float) -> list[str]:
+    def _await_delivery(
+        self, sessions: list[_Session], log_offset: int, deadline: float
+    ) -> list[str]:
         """Wait until each accepted message is stored or has failed.
 
         Return the errors of all sessions, rejected ones included.
@@ -464,8 +494,11 @@ class PostfixScenario(Scenario):
         while True:
             stored |= self._stored_tokens(seen_files)
             failed.update(self._failed_queue_ids(log_offset))
-            waiting = [s for t, s in pending.items()
-                       if t not in stored and s.queue_id not in failed]
+            waiting = [
+                s
+                for t, s in pending.items()
+                if t not in stored and s.queue_id not in failed
+            ]
             if not waiting or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -476,8 +509,10 @@ class PostfixScenario(Scenario):
             if session.queue_id in failed:
                 errors.append(f"{token}: {failed[session.queue_id]}")
             else:
-                errors.append(f"{token}: queued as {session.queue_id} but not "
-                              f"delivered within {self.timeout:.0f} s")
+                errors.append(
+                    f"{token}: queued as {session.queue_id} but not "
+                    f"delivered within {self.timeout:.0f} s"
+                )
         return errors
 
     def _stored_tokens(self, seen_files: set[str]) -> set[str]:
@@ -515,9 +550,13 @@ class PostfixScenario(Scenario):
     # -- faults ---------------------------------------------------------------
 
     def _make_faults(self) -> list[Fault]:
-        user = self._user
-        kill_helpers_on_revert = {"after_revert": lambda: host.kill_instance(
-            self.instance, uid=user.pw_uid)}
+        # The catalogue is built before setup() creates the user, so the
+        # user is looked up when a fault is reverted.
+        kill_helpers_on_revert = {
+            "after_revert": lambda: host.kill_instance(
+                self.instance, uid=self._user.pw_uid
+            )
+        }
         size_limit = {}
 
         def shrink_size_limit() -> None:
@@ -530,21 +569,24 @@ class PostfixScenario(Scenario):
         return [
             ReplaceFile(
                 "helper-fails",
-                "the delivery helper exits with EX_SOFTWARE, so every message "
-                "bounces",
-                self.deliver_path, FAILING_SCRIPT,
+                "the delivery helper exits with EX_SOFTWARE, so every message bounces",
+                self.deliver_path,
+                FAILING_SCRIPT,
             ),
             ReplaceFile(
                 "helper-hangs",
                 "the delivery helper never returns, so local(8) kills it after "
                 "command_time_limit and bounces the message",
-                self.deliver_path, HANGING_SCRIPT, **kill_helpers_on_revert,
+                self.deliver_path,
+                HANGING_SCRIPT,
+                **kill_helpers_on_revert,
             ),
             KillProcesses(
                 "worker-killed",
                 "every cleanup(8) process is killed as it starts, so smtpd "
                 "cannot queue messages and master(8) throttles the service",
-                lambda: self.master_pid, comms={"cleanup"},
+                lambda: self.master_pid,
+                comms={"cleanup"},
                 # master(8) keeps a throttled service down for
                 # service_throttle_time (60 s), so a restart brings it back.
                 after_revert=self._restart_master,
@@ -553,28 +595,37 @@ class PostfixScenario(Scenario):
                 "mailbox-full",
                 "the mailbox file system is full, so the helper cannot store "
                 "messages and they are deferred",
-                self.mailbox, subdirs=("tmp", "new"), **kill_helpers_on_revert,
+                self.mailbox,
+                subdirs=("tmp", "new"),
+                **kill_helpers_on_revert,
             ),
             ChangeMode(
                 "spool-permission",
                 "the queue's incoming directory belongs to root with mode 0700, "
                 "as after a restore by root, so cleanup(8) cannot create queue files",
-                self.queue_dir / "incoming", mode=0o700, uid=0, gid=0,
+                self.queue_dir / "incoming",
+                mode=0o700,
+                uid=0,
+                gid=0,
                 after_revert=self._restart_master,
             ),
             FunctionFault(
                 "size-limit",
                 "message_size_limit is set to 1024 bytes (a value meant in "
                 "kilobytes), so smtpd rejects every message as too large",
-                shrink_size_limit, restore_size_limit,
-                after_apply=self._reload, after_revert=self._reload,
+                shrink_size_limit,
+                restore_size_limit,
+                after_apply=self._reload,
+                after_revert=self._reload,
             ),
             LowerProcessLimit(
                 "process-limit",
                 "RLIMIT_NPROC of the mail system is 1, so the helper cannot "
                 "fork as its user and messages bounce",
-                lambda: [self.master_pid], nproc=1,
-                after_apply=self._reload, after_revert=self._reload,
+                lambda: [self.master_pid],
+                nproc=1,
+                after_apply=self._reload,
+                after_revert=self._reload,
             ),
         ]
 
@@ -587,11 +638,16 @@ def _file_size(path: Path) -> int:
 
 
 def _postconf_default(name: str) -> str:
-    result = subprocess.run([require_binary("postconf"), "-dh", name],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [require_binary("postconf"), "-dh", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0 or not result.stdout.strip():
-        raise ScenarioError(f"postconf failed to read the default {name}: "
-                            f"{result.stderr.strip()}")
+        raise ScenarioError(
+            f"postconf failed to read the default {name}: {result.stderr.strip()}"
+        )
     return result.stdout.strip()
 
 
@@ -599,8 +655,9 @@ def _postconf_value(config_dir: Path, name: str) -> str:
     argv = [require_binary("postconf"), "-c", str(config_dir), "-h", name]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise ScenarioError(f"postconf failed to read {name} in {config_dir}: "
-                            f"{result.stderr.strip()}")
+        raise ScenarioError(
+            f"postconf failed to read {name} in {config_dir}: {result.stderr.strip()}"
+        )
     return result.stdout.strip()
 
 

@@ -126,13 +126,15 @@ class SshScenario(Scenario):
         self.timeout = float(timeout)
         self.parallel = int(parallel)
         self.instance = f"ssh-{uuid.uuid4().hex[:12]}"
-        self.port: int | None = None
         self.config_path = self.workdir / "sshd_config"
         self.sshd_log = self.workdir / "sshd.log"
         self.host_key = self.workdir / "ssh_host_ed25519_key"
         self.client_key = self.workdir / "client_ed25519"
         self.known_hosts = self.workdir / "known_hosts"
-        self.shared_dir: Path | None = None
+        # Chosen now, made in setup(): a campaign records the start-up, so it
+        # needs the trigger and the log paths before the servers exist.
+        self.port = free_tcp_port()
+        self.shared_dir = host.shared_dir_path("instance-", SSH_HOME)
         self._sshd: subprocess.Popen | None = None
         self._user = None
         self._batches = 0
@@ -142,8 +144,6 @@ class SshScenario(Scenario):
 
     @property
     def trigger(self) -> str:
-        if self.port is None:
-            raise ScenarioError("the ssh scenario has no port before setup()")
         return f"tcp:{self.port}"
 
     @property
@@ -174,7 +174,6 @@ class SshScenario(Scenario):
         self._user = host.ensure_system_user(SSH_USER, SSH_HOME, "/bin/sh")
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_tcp_port()
         try:
             self._write_files()
             self._start_sshd()
@@ -206,10 +205,12 @@ class SshScenario(Scenario):
 
         errors = [f"{s.token}: {s.error}" for s in sessions if s.error]
         duration = time.monotonic() - start
-        log.info("ssh workload: %d sessions, %d errors, %.2f s", n, len(errors),
-                 duration)
-        return WorkloadResult(requests=n, errors=len(errors), messages=errors[:10],
-                              duration_s=duration)
+        log.info(
+            "ssh workload: %d sessions, %d errors, %.2f s", n, len(errors), duration
+        )
+        return WorkloadResult(
+            requests=n, errors=len(errors), messages=errors[:10], duration_s=duration
+        )
 
     def faults(self) -> dict[str, Fault]:
         if self._faults is None:
@@ -220,8 +221,11 @@ class SshScenario(Scenario):
         # sshd writes no pid into a -E log, so a session's lines are tied
         # by the client's port: "Accepted publickey for syslrn-ssh from
         # 127.0.0.1 port 40312 ssh2". The listener's own port is excluded.
-        return [LogSource("sshd", self.sshd_log,
-                          rf"127\.0\.0\.1 port (?!{self.port}\b)(\d+)")]
+        return [
+            LogSource(
+                "sshd", self.sshd_log, rf"127\.0\.0\.1 port (?!{self.port}\b)(\d+)"
+            )
+        ]
 
     def reset(self) -> None:
         for fault in self.faults().values():
@@ -243,23 +247,25 @@ class SshScenario(Scenario):
                     log.warning("reverting fault %s failed: %s", fault.name, exc)
         self._stop_sshd()
         host.kill_instance(self.instance)
-        if self.shared_dir is not None:
+        if self.shared_dir.exists():
             for mount in host.mount_points_under(self.shared_dir):
                 host.unmount(mount)
             shutil.rmtree(self.shared_dir, ignore_errors=True)
-            self.shared_dir = None
         # The log stays for the campaign to collect, but keys and
         # configuration go.
-        for path in (self.host_key, self.host_key.with_suffix(".pub"), self.client_key,
-                     self.client_key.with_suffix(".pub"), self.known_hosts,
-                     self.config_path):
+        for path in (
+            self.host_key,
+            self.host_key.with_suffix(".pub"),
+            self.client_key,
+            self.client_key.with_suffix(".pub"),
+            self.known_hosts,
+            self.config_path,
+        ):
             path.unlink(missing_ok=True)
 
     # -- set-up ---------------------------------------------------------------
 
     def _shared(self, name: str) -> Path:
-        if self.shared_dir is None:
-            raise ScenarioError("the ssh scenario has no files before setup()")
         return self.shared_dir / name
 
     def _write_files(self) -> None:
@@ -269,7 +275,7 @@ class SshScenario(Scenario):
         SSH_HOME.chmod(0o755)
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
 
-        self.shared_dir = host.make_shared_dir("instance-", SSH_HOME)
+        host.create_shared_dir(self.shared_dir)
         (self.shared_dir / "bin").mkdir(mode=0o755)
         self.scratch.mkdir()
         host.chown(self.scratch, self._user, 0o700)
@@ -279,8 +285,20 @@ class SshScenario(Scenario):
         for key in (self.host_key, self.client_key):
             key.unlink(missing_ok=True)
             key.with_suffix(".pub").unlink(missing_ok=True)
-            host.run_command([self._keygen, "-q", "-t", "ed25519", "-N", "",
-                              "-C", self.instance, "-f", str(key)])
+            host.run_command(
+                [
+                    self._keygen,
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    self.instance,
+                    "-f",
+                    str(key),
+                ]
+            )
         public_key = self.client_key.with_suffix(".pub").read_text().strip()
         # "restrict" turns off forwarding and ptys, as for an automation key.
         self.authorized_keys.write_text(f"restrict {public_key}\n")
@@ -291,37 +309,39 @@ class SshScenario(Scenario):
         host.run_command([SSHD, "-t", "-f", str(self.config_path)])
 
     def _sshd_config(self) -> str:
-        return "\n".join([
-            f"Port {self.port}",
-            "ListenAddress 127.0.0.1",
-            f"HostKey {self.host_key}",
-            "PidFile none",
-            f"AuthorizedKeysFile {self.authorized_keys}",
-            "AuthenticationMethods publickey",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            "PermitRootLogin no",
-            f"AllowUsers {SSH_USER}",
-            "StrictModes yes",
-            "LoginGraceTime 30",
-            # The default 10:30:100 drops connections at random once ten
-            # are unauthenticated, which a burst of sessions reaches.
-            "MaxStartups 200",
-            "X11Forwarding no",
-            "AllowTcpForwarding no",
-            "AllowAgentForwarding no",
-            "PermitTTY no",
-            "PermitUserRC no",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "LogLevel VERBOSE",
-            # Session processes get the instance tag. sshd's own processes
-            # overwrite their environment with their process titles.
-            f"SetEnv {host.INSTANCE_ENV}={self.instance}",
-            "",
-        ])
+        return "\n".join(
+            [
+                f"Port {self.port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {self.host_key}",
+                "PidFile none",
+                f"AuthorizedKeysFile {self.authorized_keys}",
+                "AuthenticationMethods publickey",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "PermitRootLogin no",
+                f"AllowUsers {SSH_USER}",
+                "StrictModes yes",
+                "LoginGraceTime 30",
+                # The default 10:30:100 drops connections at random once ten
+                # are unauthenticated, which a burst of sessions reaches.
+                "MaxStartups 200",
+                "X11Forwarding no",
+                "AllowTcpForwarding no",
+                "AllowAgentForwarding no",
+                "PermitTTY no",
+                "PermitUserRC no",
+                "PrintMotd no",
+                "PrintLastLog no",
+                "LogLevel VERBOSE",
+                # Session processes get the instance tag. sshd's own processes
+                # overwrite their environment with their process titles.
+                f"SetEnv {host.INSTANCE_ENV}={self.instance}",
+                "",
+            ]
+        )
 
     def _start_sshd(self) -> None:
         env = {
@@ -331,7 +351,9 @@ class SshScenario(Scenario):
         # sshd re-executes itself on SIGHUP, so it needs its absolute path.
         self._sshd = start_process(
             [SSHD, "-D", "-f", str(self.config_path), "-E", str(self.sshd_log)],
-            self.workdir / "sshd.out", env=env, cwd="/",
+            self.workdir / "sshd.out",
+            env=env,
+            cwd="/",
         )
         host.wait_for_listen(self.port, alive=lambda: self._sshd.poll() is None)
 
@@ -358,8 +380,11 @@ class SshScenario(Scenario):
         pattern = r"^Server listening on "
         before = host.count_lines(self.sshd_log, pattern)
         os.kill(self.sshd_pid, signal.SIGHUP)
-        host.wait_until(lambda: host.count_lines(self.sshd_log, pattern) > before,
-                        10.0, "sshd to listen again after SIGHUP")
+        host.wait_until(
+            lambda: host.count_lines(self.sshd_log, pattern) > before,
+            10.0,
+            "sshd to listen again after SIGHUP",
+        )
 
     # -- workload -------------------------------------------------------------
 
@@ -371,30 +396,55 @@ class SshScenario(Scenario):
         """
         limit = max(1.0, deadline - time.monotonic())
         argv = [
-            self._ssh, "-F", "/dev/null", "-T", "-p", str(self.port),
-            "-i", str(self.client_key),
-            "-o", "BatchMode=yes",
-            "-o", "IdentitiesOnly=yes",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "CheckHostIP=no",
-            "-o", "UpdateHostKeys=no",
-            "-o", f"ConnectTimeout={int(limit) + 1}",
-            "-o", "LogLevel=ERROR",
-            f"{SSH_USER}@127.0.0.1", str(self.task_path), token,
+            self._ssh,
+            "-F",
+            "/dev/null",
+            "-T",
+            "-p",
+            str(self.port),
+            "-i",
+            str(self.client_key),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "CheckHostIP=no",
+            "-o",
+            "UpdateHostKeys=no",
+            "-o",
+            f"ConnectTimeout={int(limit) + 1}",
+            "-o",
+            "LogLevel=ERROR",
+            f"{SSH_USER}@127.0.0.1",
+            str(self.task_path),
+            token,
         ]
         session = _Session(token)
         try:
-            result = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                    stdin=subprocess.DEVNULL, timeout=limit)
+            result = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                check=False,
+                stdin=subprocess.DEVNULL,
+                timeout=limit,
+            )
         except subprocess.TimeoutExpired:
             session.error = f"session timed out after {limit:.0f} s"
             return session
         if result.returncode != 0:
             reason = result.stderr.strip().splitlines()
-            session.error = (f"exit status {result.returncode}: "
-                             f"{reason[-1] if reason else 'no message'}")
+            session.error = (
+                f"exit status {result.returncode}: "
+                f"{reason[-1] if reason else 'no message'}"
+            )
         elif not re.fullmatch(rf"{re.escape(token)} \d+", result.stdout.strip()):
             session.error = f"unexpected output {result.stdout.strip()[:80]!r}"
         return session
@@ -402,8 +452,11 @@ class SshScenario(Scenario):
     # -- faults ---------------------------------------------------------------
 
     def _make_faults(self) -> list[Fault]:
-        kill_sessions = {"after_revert": lambda: host.kill_instance(
-            self.instance, uid=self._user.pw_uid)}
+        kill_sessions = {
+            "after_revert": lambda: host.kill_instance(
+                self.instance, uid=self._user.pw_uid
+            )
+        }
 
         def restrict_algorithms() -> None:
             with open(self.config_path, "a") as config:
@@ -418,8 +471,11 @@ class SshScenario(Scenario):
 
         def reload_until_exit() -> None:
             os.kill(self.sshd_pid, signal.SIGHUP)
-            host.wait_until(lambda: self._sshd.poll() is not None, 10.0,
-                            "sshd to exit on its invalid configuration")
+            host.wait_until(
+                lambda: self._sshd.poll() is not None,
+                10.0,
+                "sshd to exit on its invalid configuration",
+            )
 
         def restart() -> None:
             self._stop_sshd()
@@ -429,18 +485,22 @@ class SshScenario(Scenario):
             ReplaceFile(
                 "command-fails",
                 "the session's program exits with status 1 and an error message",
-                self.task_path, FAILING_SCRIPT,
+                self.task_path,
+                FAILING_SCRIPT,
             ),
             ReplaceFile(
                 "command-hangs",
                 "the session's program never returns, so sessions time out",
-                self.task_path, HANGING_SCRIPT, **kill_sessions,
+                self.task_path,
+                HANGING_SCRIPT,
+                **kill_sessions,
             ),
             KillProcesses(
                 "session-killed",
                 "every process that the sshd listener forks for a connection "
                 "is killed as it appears, so sessions drop",
-                lambda: self.sshd_pid, **kill_sessions,
+                lambda: self.sshd_pid,
+                **kill_sessions,
             ),
             FullFilesystem(
                 "scratch-full",
@@ -452,26 +512,32 @@ class SshScenario(Scenario):
                 "keys-permission",
                 "authorized_keys is world-writable (mode 0666), so StrictModes "
                 "refuses the key",
-                self.authorized_keys, mode=0o666,
+                self.authorized_keys,
+                mode=0o666,
             ),
             FunctionFault(
                 "key-algorithms",
                 "PubkeyAcceptedAlgorithms is restricted to RSA on reload, which "
                 "locks out the user's Ed25519 key",
-                restrict_algorithms, restore_config,
-                after_apply=self._reload, after_revert=self._reload,
+                restrict_algorithms,
+                restore_config,
+                after_apply=self._reload,
+                after_revert=self._reload,
             ),
             FunctionFault(
                 "config-typo",
                 "sshd is sent SIGHUP after a typo in sshd_config and exits, so "
                 "connections are refused",
-                add_typo, restore_config,
-                after_apply=reload_until_exit, after_revert=restart,
+                add_typo,
+                restore_config,
+                after_apply=reload_until_exit,
+                after_revert=restart,
             ),
             LowerProcessLimit(
                 "process-limit",
                 "RLIMIT_NPROC of sshd is 1, so the session cannot fork the "
                 "user's shell",
-                lambda: [self.sshd_pid], nproc=1,
+                lambda: [self.sshd_pid],
+                nproc=1,
             ),
         ]

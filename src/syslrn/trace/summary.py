@@ -195,11 +195,11 @@ def format_summary(summary: TraceSummary, top: int = 10) -> str:
 
 
 def _format_lost(lost: dict[str, int]) -> str:
-    events = lost.get("ringbuf_full", 0)
+    events = lost.get("reserve_failed", 0)
     text = f"{events} events"
     if events:
-        text += " (ring buffer full: this trace is missing events)"
-    others = {k: v for k, v in lost.items() if k != "ringbuf_full" and v}
+        text += " (ring buffer reservations failed: this trace is missing events)"
+    others = {k: v for k, v in lost.items() if k != "reserve_failed" and v}
     if others:
         text += "; " + ", ".join(
             f"{k.replace('_', ' ')} {v}" for k, v in others.items()

@@ -32,7 +32,7 @@ enum event_flag {
 	FLAG_TRUNCATED = 1 << 1,
 	FLAG_INPROGRESS = 1 << 2,
 	FLAG_KTHREAD = 1 << 3,
-	/* str holds an abstract unix name: its first byte is the NUL. */
+	/* str contains an abstract unix name, whose first byte is NUL. */
 	FLAG_ABSTRACT = 1 << 4,
 	/* The accept was on the trigger socket: it counts as a request. */
 	FLAG_REQUEST = 1 << 5,
@@ -40,7 +40,7 @@ enum event_flag {
 
 /* Indices of the per-CPU counters map. */
 enum counter {
-	COUNTER_RINGBUF_FULL = 0, /* reservation failed: the event is lost */
+	COUNTER_RESERVE_FAILED = 0, /* reservation failed: the event is lost */
 	COUNTER_SHORT_READ = 1,   /* a kernel read failed: a field is empty */
 	COUNTER_TRUNCATED = 2,    /* a string kept only its tail */
 	COUNTER_MAP_FULL = 3,     /* a tracking map had no room */

@@ -8,9 +8,9 @@
  * in `names` before attach are counted.
  *
  * A window opens at the first request accepted on the trigger socket after
- * a quiet time with no request, and closes when quiet_ns pass with no
- * request; an event after that belongs to no window. In a window, for each
- * node type T:
+ * a quiet time with no request. It closes when quiet_ns pass with no
+ * request, and an event after that belongs to no window. In a window, for
+ * each node type T:
  *   count:T  = processes of type T alive at the open + processes that
  *              became type T (fork or exec) in the window - processes that
  *              left type T by exec in the window;
@@ -109,16 +109,9 @@ static __always_inline bool in_window(struct window_state *s, __u64 now)
 	return s->epoch && now - s->current.last_request_ns <= cfg.quiet_ns;
 }
 
-static __always_inline struct node_features *features_of(struct window_state *s, __u32 type)
-{
-	__u32 index = (s->epoch & 1) * (MAX_NODE_TYPES + 1) + type;
-
-	if (type == 0 || type > MAX_NODE_TYPES)
-		return NULL;
-	return bpf_map_lookup_elem(&windows, &index);
-}
-
-static __always_inline void add_alive(__u32 type, __s64 delta)
+/* Add to the live processes of a node type. The subprograms below are
+ * shared by every caller, which keeps each program small. */
+static __noinline void add_alive(__u32 type, __s64 delta)
 {
 	__s64 *value;
 
@@ -129,26 +122,33 @@ static __always_inline void add_alive(__u32 type, __s64 delta)
 		__sync_fetch_and_add(value, delta);
 }
 
-static __always_inline void add_count(struct window_state *s, __u32 type, __s64 delta)
+/* Add to the open window's count and degree of a node type. */
+static __noinline void add_features(struct window_state *s, __u32 type, __s64 count,
+				    __s64 degree)
 {
-	struct node_features *f = features_of(s, type);
+	struct node_features *f;
+	__u32 index;
 
-	if (f)
-		__sync_fetch_and_add(&f->count, delta);
+	if (!s || type == 0 || type > MAX_NODE_TYPES)
+		return;
+	index = (s->epoch & 1) * (MAX_NODE_TYPES + 1) + type;
+	f = bpf_map_lookup_elem(&windows, &index);
+	if (!f)
+		return;
+	if (count)
+		__sync_fetch_and_add(&f->count, count);
+	if (degree)
+		__sync_fetch_and_add(&f->degree, degree);
 }
 
-static __always_inline void add_degree(struct window_state *s, __u32 type, __s64 delta)
+/* The node type of a task, from its comm; 0 when it is not counted. */
+static __always_inline __u32 type_of_task(struct task_struct *task)
 {
-	struct node_features *f = features_of(s, type);
+	char comm[TASK_COMM_LEN];
+	__u32 *type;
 
-	if (f)
-		__sync_fetch_and_add(&f->degree, delta);
-}
-
-static __always_inline __u32 type_of_comm(const char *comm)
-{
-	__u32 *type = bpf_map_lookup_elem(&names, comm);
-
+	bpf_probe_read_kernel(comm, sizeof(comm), &task->comm);
+	type = bpf_map_lookup_elem(&names, comm);
 	return type ? *type : 0;
 }
 
@@ -160,7 +160,7 @@ static __always_inline void bump_degree(struct window_state *s, struct proc_stat
 		p->degree = 0;
 	}
 	p->degree += 1;
-	add_degree(s, p->type, 1);
+	add_features(s, p->type, 0, 1);
 }
 
 /* The state of a process, created from its comm when the monitor has not
@@ -169,15 +169,15 @@ static __always_inline struct proc_state *lookup_proc(__u32 tgid, struct task_st
 {
 	struct proc_state *p = bpf_map_lookup_elem(&procs, &tgid);
 	struct proc_state fresh = {};
-	char comm[TASK_COMM_LEN] = {};
 
 	if (p)
 		return p;
-	bpf_core_read_str(comm, sizeof(comm), &task->comm);
-	fresh.type = type_of_comm(comm);
-	if (bpf_map_update_elem(&procs, &tgid, &fresh, BPF_NOEXIST) && bpf_map_lookup_elem(&procs, &tgid) == NULL) {
-		count_error(MONITOR_ERROR_PROCS_FULL);
-		return NULL;
+	fresh.type = type_of_task(task);
+	if (bpf_map_update_elem(&procs, &tgid, &fresh, BPF_NOEXIST)) {
+		p = bpf_map_lookup_elem(&procs, &tgid);
+		if (!p)
+			count_error(MONITOR_ERROR_PROCS_FULL);
+		return p;
 	}
 	add_alive(fresh.type, 1);
 	return bpf_map_lookup_elem(&procs, &tgid);
@@ -186,12 +186,11 @@ static __always_inline struct proc_state *lookup_proc(__u32 tgid, struct task_st
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(mon_fork, struct task_struct *parent, struct task_struct *child)
 {
-	__u32 parent_tgid = BPF_CORE_READ(parent, tgid);
-	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	__u32 parent_tgid = parent->tgid;
+	__u32 child_tgid = child->tgid;
 	struct proc_state fresh = {};
-	struct proc_state *p;
 	struct window_state *s;
-	char comm[TASK_COMM_LEN] = {};
+	struct proc_state *p;
 	bool open;
 
 	if (parent_tgid == child_tgid)
@@ -201,19 +200,17 @@ int BPF_PROG(mon_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	open = in_window(s, bpf_ktime_get_boot_ns());
 
-	bpf_core_read_str(comm, sizeof(comm), &child->comm);
-	fresh.type = type_of_comm(comm);
+	fresh.type = type_of_task(child);
 	if (open) {
 		fresh.epoch = s->epoch;
 		fresh.degree = 1;
-		add_count(s, fresh.type, 1);
-		add_degree(s, fresh.type, 1);
+		add_features(s, fresh.type, 1, cfg.track_degree);
 	}
 	if (bpf_map_update_elem(&procs, &child_tgid, &fresh, BPF_ANY))
 		count_error(MONITOR_ERROR_PROCS_FULL);
 	add_alive(fresh.type, 1);
 
-	if (open) {
+	if (open && cfg.track_degree) {
 		p = lookup_proc(parent_tgid, parent);
 		if (p)
 			bump_degree(s, p);
@@ -224,19 +221,17 @@ int BPF_PROG(mon_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(mon_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
-	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u32 tgid = task->tgid;
 	struct proc_state *p = bpf_map_lookup_elem(&procs, &tgid);
-	struct proc_state fresh = {};
 	struct window_state *s = current_state();
-	char comm[TASK_COMM_LEN] = {};
-	__u32 type;
+	struct proc_state fresh = {};
 	__s64 carried = 0;
+	__u32 type;
 
 	if (!s)
 		return 0;
 	/* The kernel has set comm to the new executable's basename. */
-	bpf_core_read_str(comm, sizeof(comm), &task->comm);
-	type = type_of_comm(comm);
+	type = type_of_task(task);
 	if (!p) {
 		fresh.type = type;
 		if (bpf_map_update_elem(&procs, &tgid, &fresh, BPF_ANY))
@@ -250,12 +245,10 @@ int BPF_PROG(mon_exec, struct task_struct *task, pid_t old_pid, struct linux_bin
 	add_alive(p->type, -1);
 	add_alive(type, 1);
 	if (in_window(s, bpf_ktime_get_boot_ns())) {
-		if (p->epoch == s->epoch)
+		if (cfg.track_degree && p->epoch == s->epoch)
 			carried = p->degree;
-		add_count(s, p->type, -1);
-		add_degree(s, p->type, -carried);
-		add_count(s, type, 1);
-		add_degree(s, type, carried);
+		add_features(s, p->type, -1, -carried);
+		add_features(s, type, 1, carried);
 	}
 	p->type = type;
 	return 0;
@@ -264,7 +257,7 @@ int BPF_PROG(mon_exec, struct task_struct *task, pid_t old_pid, struct linux_bin
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(mon_exit, struct task_struct *task, bool group_dead)
 {
-	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u32 tgid = task->tgid;
 	struct proc_state *p;
 
 	if (!group_dead)
@@ -277,55 +270,55 @@ int BPF_PROG(mon_exit, struct task_struct *task, bool group_dead)
 	return 0;
 }
 
-/* One connection end of the current process, when its type is counted. */
-static __always_inline void connection_end(__u32 fd)
+/* One connection end of the current process, when its type is counted. The
+ * caller has checked that fd is a TCP or unix stream socket. */
+static __always_inline void connection_end(struct window_state *s)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct socket_info info = {};
-	struct window_state *s = current_state();
 	struct proc_state *p;
 
-	if (!s || !in_window(s, bpf_ktime_get_boot_ns()))
+	if (!in_window(s, bpf_ktime_get_boot_ns()))
 		return;
 	p = bpf_map_lookup_elem(&procs, &tgid);
-	if (!p || !p->type)
-		return;
-	if (!socket_of_fd(task, fd, &info))
-		return;
-	bump_degree(s, p);
+	if (p && p->type)
+		bump_degree(s, p);
 }
 
-/* Count a request when the accepted socket is the trigger, opening a window
- * when the last request is older than the quiet time. */
-static __always_inline void request(__u32 fd)
+/* Whether an accepted socket is the trigger. */
+static __always_inline bool is_trigger(struct socket_info *info)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct socket_info info = {};
-	struct window_state *s = current_state();
 	char name[UNIX_PATH_LEN] = {};
-	__u64 now = bpf_ktime_get_boot_ns();
+	struct sock *sk = info->sk;
 	__u16 name_len = 0, lport = 0;
-	struct window_meta previous;
-	struct sock *sk;
-	__u64 epoch;
 	__u8 family;
-	__u32 base, type;
 
-	if (!s || !socket_of_fd(task, fd, &info))
-		return;
-	sk = info.sk;
-	if (info.family == AF_UNIX) {
+	/* cfg is read-only, so the verifier drops the branch not taken. */
+	if (cfg.trigger_kind == TRIGGER_UNIX) {
+		if (info->family != AF_UNIX)
+			return false;
 		family = FAMILY_UNIX;
 		name_len = read_unix_path(name, sk);
 	} else {
+		if (info->family == AF_UNIX)
+			return false;
 		family = FAMILY_INET;
 		lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	}
-	if (!matches_trigger(family, lport, name, name_len, cfg.trigger_kind, cfg.trigger_port,
-			     cfg.trigger_path, cfg.trigger_path_len))
-		return;
+	return matches_trigger(family, lport, name, name_len, cfg.trigger_kind, cfg.trigger_port,
+			       cfg.trigger_path, cfg.trigger_path_len);
+}
 
+/* Count a request, opening a window when the last request is older than the
+ * quiet time. */
+static __always_inline void request(struct window_state *s)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct window_meta previous;
+	__u32 base, type;
+	__u64 epoch;
+
+	if (!s)
+		return;
 	if (!in_window(s, now)) {
 		/* Open the next window: its counts start from the live processes.
 		 * Two CPUs may both get here; both write the same counts and the
@@ -361,11 +354,16 @@ static __always_inline void request(__u32 fd)
 
 static __always_inline int handle_accept(long ret)
 {
-	if (ret < 0)
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct window_state *s = current_state();
+	struct socket_info info = {};
+
+	if (ret < 0 || !s || !socket_of_fd(task, (__u32)ret, &info))
 		return 0;
-	request((__u32)ret);
+	if (is_trigger(&info))
+		request(s);
 	if (cfg.track_degree)
-		connection_end((__u32)ret);
+		connection_end(s);
 	return 0;
 }
 
@@ -399,8 +397,11 @@ int mon_enter_connect(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_connect")
 int mon_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u32 *fd = bpf_map_lookup_elem(&connect_fds, &tid);
+	struct window_state *s = current_state();
+	struct socket_info info = {};
 	long ret = ctx->ret;
 	__u32 saved;
 
@@ -408,8 +409,8 @@ int mon_exit_connect(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	saved = *fd;
 	bpf_map_delete_elem(&connect_fds, &tid);
-	if (ret == 0 || ret == -EINPROGRESS)
-		connection_end(saved);
+	if ((ret == 0 || ret == -EINPROGRESS) && s && socket_of_fd(task, saved, &info))
+		connection_end(s);
 	return 0;
 }
 
@@ -419,14 +420,12 @@ int mon_snapshot(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct proc_state fresh = {};
-	char comm[TASK_COMM_LEN] = {};
 	__u32 tgid;
 
 	if (!task || task->pid != task->tgid)
 		return 0;
 	tgid = task->tgid;
-	bpf_core_read_str(comm, sizeof(comm), &task->comm);
-	fresh.type = type_of_comm(comm);
+	fresh.type = type_of_task(task);
 	if (bpf_map_update_elem(&procs, &tgid, &fresh, BPF_NOEXIST))
 		return 0;
 	add_alive(fresh.type, 1);

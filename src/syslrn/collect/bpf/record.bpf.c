@@ -75,7 +75,7 @@ static __always_inline struct event *reserve(__u8 kind)
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 	if (!e) {
-		count(COUNTER_RINGBUF_FULL);
+		count(COUNTER_RESERVE_FAILED);
 		return NULL;
 	}
 	/* Ring buffer memory is not zeroed; clear everything before str,

@@ -1,0 +1,229 @@
+"""Real recordings of a small forking server, end to end: train on them,
+detect a missing child offline, monitor online with the tailored probes,
+and check that the monitor counts what the recorder's trace shows.
+
+The server and its children run under names no other process on the host
+uses (copies and links in a temporary directory), so host-wide counts are
+this test's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from syslrn.collect.recorder import Recorder
+from syslrn.collect.trigger import parse_trigger
+from syslrn.embed import BagOfNodes
+from syslrn.graph import build_graph
+from syslrn.model import load_model
+from syslrn.monitor.kernel import MonitorProbes
+from syslrn.monitor.online import Monitor
+from syslrn.monitor.plan import make_plan
+from syslrn.monitor.windows import cut_window
+from syslrn.trace import read_trace
+
+pytestmark = [pytest.mark.bpf, pytest.mark.slow]
+
+SYSLRN = [sys.executable, "-m", "syslrn"]
+
+# Accepts connections; per connection runs a shell that starts two
+# children, or one when the fault file exists.
+SERVER = textwrap.dedent(
+    """
+    import os, socket, subprocess, sys
+    shell, child, fault = sys.argv[1], sys.argv[2], sys.argv[3]
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    print(srv.getsockname()[1], flush=True)
+    while True:
+        conn, _ = srv.accept()
+        script = child if os.path.exists(fault) else f"{child}; {child}"
+        subprocess.run([shell, "-c", script])
+        conn.sendall(b"done")
+        conn.close()
+    """
+)
+
+
+class ForkingServer:
+    def __init__(self, directory: Path):
+        self.shell = directory / "slp-sh"
+        self.child = directory / "slp-child"
+        self.fault = directory / "fault"
+        server = directory / "slp-server"
+        shutil.copy("/bin/dash", self.shell)
+        shutil.copy("/bin/true", self.child)
+        os.symlink(sys.executable, server)
+        self.proc = subprocess.Popen(
+            [
+                str(server),
+                "-c",
+                SERVER,
+                str(self.shell),
+                str(self.child),
+                str(self.fault),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.port = int(self.proc.stdout.readline())
+        self.trigger = f"tcp:{self.port}"
+
+    def request(self, n: int) -> None:
+        for _ in range(n):
+            with socket.create_connection(("127.0.0.1", self.port)) as conn:
+                assert conn.recv(4) == b"done"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ForkingServer(tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def recorded_runs(server, tmp_path_factory):
+    """Traces of the server at 1..5 requests, two runs each."""
+    directory = tmp_path_factory.mktemp("runs")
+    paths = []
+    for requests in (1, 2, 3, 4, 5):
+        for repeat in range(2):
+            path = directory / f"r{requests}-{repeat}.parquet"
+            with Recorder(path, trigger=server.trigger, labels={"phase": "workload"}):
+                server.request(requests)
+                time.sleep(0.1)
+            paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def model_path(recorded_runs, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.json"
+    result = subprocess.run(
+        [*SYSLRN, "train", *map(str, recorded_runs), "-o", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_train_keeps_child_features(model_path):
+    model = json.loads(model_path.read_text())
+    kept = {f["name"]: f for f in model["features"] if f["kept"]}
+    for name, slope in (
+        ("count:slp-child", 2.0),
+        ("degree:slp-child", 2.0),
+        ("count:slp-sh", 1.0),
+        ("degree:slp-sh", 3.0),
+    ):
+        assert name in kept
+        assert kept[name]["r2"] > 0.99
+        assert kept[name]["slope"] == pytest.approx(slope, abs=0.05)
+    # The server itself is one process whatever the load: not workload-driven.
+    assert "count:slp-server" not in kept
+
+
+def test_detect_flags_missing_child(server, model_path, tmp_path):
+    normal = tmp_path / "normal.parquet"
+    faulty = tmp_path / "faulty.parquet"
+    with Recorder(normal, trigger=server.trigger):
+        server.request(3)
+        time.sleep(0.1)
+    server.fault.touch()
+    try:
+        with Recorder(faulty, trigger=server.trigger):
+            server.request(3)
+            time.sleep(0.1)
+    finally:
+        server.fault.unlink()
+
+    result = subprocess.run(
+        [*SYSLRN, "detect", str(model_path), str(normal), str(faulty), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1, result.stderr
+    verdicts = {Path(v["run"]).name: v for v in json.loads(result.stdout)["runs"]}
+    assert verdicts["normal.parquet"]["anomalous"] is False
+    assert verdicts["faulty.parquet"]["anomalous"] is True
+    deviating = {d["feature"] for d in verdicts["faulty.parquet"]["deviating"]}
+    assert "count:slp-child" in deviating
+
+
+def _offline_features(trace, window, names):
+    cut = cut_window(trace, window.open_ns, window.close_ns)
+    features = BagOfNodes().features(build_graph(cut))
+    return {name: int(features.get(name, 0)) for name in names}
+
+
+def test_monitor_matches_recorder(server, model_path, tmp_path):
+    """The invariant: for each window, the features the kernel counted equal
+    those of the recorder's trace cut to the same window."""
+    plan = make_plan(load_model(model_path).to_dict())
+    names = plan.features
+    probes = MonitorProbes(plan, parse_trigger(server.trigger), quiet_s=0.4)
+    path = tmp_path / "both.parquet"
+    with Recorder(path, trigger=server.trigger):
+        probes.load()
+        try:
+            server.request(3)
+            time.sleep(0.6)
+            server.request(2)
+            state = probes.state()
+            first = probes.window(state.epoch - 1, state.previous)
+            time.sleep(0.6)
+            state = probes.state()
+            second = probes.window(state.epoch, state.current)
+        finally:
+            probes.close()
+    trace = read_trace(path)
+
+    assert first.requests == 3
+    assert second.requests == 2
+    assert first.values["count:slp-child"] == 6
+    for window in (first, second):
+        assert window.values == _offline_features(trace, window, names)
+
+
+def test_monitor_alerts_on_missing_child(server, model_path):
+    model = load_model(model_path)
+    monitor = Monitor(model, parse_trigger(server.trigger), quiet_s=0.4, poll_s=0.1)
+    stop = threading.Event()
+    thread = threading.Thread(target=monitor.run, args=(stop,))
+    thread.start()
+    try:
+        assert monitor.started.wait(30)
+        server.request(3)
+        time.sleep(0.8)
+        server.fault.touch()
+        server.request(3)
+        time.sleep(0.8)
+    finally:
+        server.fault.unlink(missing_ok=True)
+        stop.set()
+        thread.join(30)
+    assert len(monitor.verdicts) == 2
+    normal, faulty = monitor.verdicts
+    assert normal.anomalous is False
+    assert faulty.anomalous is True
+    deviating = {check.feature for check in faulty.detection.deviating()}
+    assert "count:slp-child" in deviating
+    assert "count:slp-child" in faulty.human()
