@@ -4,7 +4,7 @@ redis-server from Debian listens on a unix socket only and keeps nothing
 on disk. redis-benchmark runs SET, GET, LPUSH and LPOP with 50 clients and
 keep-alive off, so every request is a new connection, accepted on the
 socket that is the monitor's trigger. Each round measures every condition
-once, in an order that rotates from round to round:
+once, in an order that changes from round to round (:func:`round_orders`):
 
 - baseline: nothing attached;
 - logging: redis at ``loglevel verbose``, which logs every connection;
