@@ -303,6 +303,28 @@ def test_unix_pairs_by_socket_identity():
     assert not graph.external.any()
 
 
+def test_reused_unix_socket_ids_pair_in_time_order():
+    # The kernel reuses a closed socket's memory: two clients in a row can
+    # connect from sockets with the same id.
+    rows = [
+        snapshot(1, 10, "server"),
+        snapshot(2, 20, "first"),
+        snapshot(3, 30, "second"),
+        unix("connect", 5, 2, 20, "/run/s", sock_id=77),
+        unix("accept", 6, 1, 10, "/run/s", sock_id=88, peer_id=77),
+        unix("connect", 7, 3, 30, "/run/s", sock_id=77),
+        unix("accept", 8, 1, 10, "/run/s", sock_id=88, peer_id=77),
+    ]
+    graph = _graph(rows)
+
+    assert _edges(graph) == Counter(
+        {
+            (("a", 2, 20), ("a", 1, 10), "ipc"): 1,
+            (("a", 3, 30), ("a", 1, 10), "ipc"): 1,
+        }
+    )
+
+
 def test_unpaired_unix_ends_meet_externals():
     rows = [
         snapshot(2, 20, "client"),

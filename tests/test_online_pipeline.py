@@ -227,3 +227,19 @@ def test_monitor_alerts_on_missing_child(server, model_path):
     deviating = {check.feature for check in faulty.detection.deviating()}
     assert "count:slp-child" in deviating
     assert "count:slp-child" in faulty.human()
+
+
+def test_report_draws_recorded_runs(model_path, recorded_runs, tmp_path):
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [*SYSLRN, "report", str(model_path), *map(str, recorded_runs), "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    index = (out / "index.html").read_text()
+    pictures = sorted(out.glob("*.png"))
+    assert len(pictures) >= 3
+    assert all(p.stat().st_size > 1000 for p in pictures)
+    for picture in pictures:
+        assert picture.name in index

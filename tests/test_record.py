@@ -314,9 +314,17 @@ def test_unix_ends_paired(tmp_path, trace_path, name):
     assert len(connects) == 2
     assert {a["pid"] for a in accepts} == {server.pid}
     assert {c["pid"] for c in connects} == {c.pid for c in clients}
-    by_sock = {c["sock_id"]: c for c in connects}
     for accept in accepts:
-        connect = by_sock[accept["peer_id"]]
+        # The kernel reuses a closed socket's memory, so two connections in
+        # a row can show the same ids; the connect just before the accept
+        # is the one it pairs with.
+        candidates = [
+            c
+            for c in connects
+            if c["sock_id"] == accept["peer_id"] and c["ts_ns"] <= accept["ts_ns"]
+        ]
+        assert candidates
+        connect = max(candidates, key=lambda c: c["ts_ns"])
         assert connect["peer_id"] == accept["sock_id"]
         assert accept["peer_pid"] == connect["pid"]
         assert connect["peer_pid"] == server.pid

@@ -68,4 +68,4 @@ def test_no_capabilities_names_them(tmp_path):
 def test_negative_duration_rejected(tmp_path):
     result = run_syslrn("record", "-o", str(tmp_path / "t.parquet"), "--duration", "-1")
     assert result.returncode == 2
-    assert "invalid --duration -1.0" in result.stderr
+    assert "invalid value '-1': give a positive number of seconds" in result.stderr

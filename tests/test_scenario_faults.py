@@ -15,6 +15,7 @@ import pytest
 from syslrn.scenarios import host, scenario_class
 from syslrn.scenarios.faults import (
     ChangeMode,
+    DropReplies,
     FullFilesystem,
     KillProcesses,
     LowerProcessLimit,
@@ -185,3 +186,33 @@ def test_scenario_names_files_before_setup(tmp_path, name):
     assert [source.component for source in scenario.logs()]
     assert scenario.faults()
     assert not (tmp_path / "work").exists() or name == "postgres"
+
+
+def test_drop_replies_times_out_client_then_reverts():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+    fault = DropReplies("replies-dropped", "test", lambda: port)
+
+    def exchange():
+        client = socket.create_connection(("127.0.0.1", port), timeout=2)
+        conn, _ = server.accept()
+        conn.sendall(b"220 ready\r\n")
+        client.settimeout(1.0)
+        try:
+            return client.recv(64)
+        finally:
+            client.close()
+            conn.close()
+
+    try:
+        assert exchange() == b"220 ready\r\n"
+        fault.apply()
+        # The handshake completes, so the server accepts; the reply is lost.
+        with pytest.raises(TimeoutError):
+            exchange()
+    finally:
+        fault.revert()
+    assert exchange() == b"220 ready\r\n"
+    server.close()

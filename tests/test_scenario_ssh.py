@@ -147,3 +147,23 @@ def test_teardown_kills_hung_sessions(tmp_path):
     assert host.instance_processes(scenario.instance) == []
     assert not Path(shared_dir).exists()
     assert scenario.sshd_log.exists()
+
+
+def test_dropped_replies_time_out_sessions(tmp_path):
+    # Its own scenario with a short timeout: every session waits it out.
+    scenario = SshScenario(tmp_path / "work", timeout=3)
+    scenario.setup()
+    try:
+        fault = scenario.faults()["replies-dropped"]
+        fault.apply()
+        try:
+            failed = scenario.run_workload(2)
+        finally:
+            fault.revert()
+        scenario.reset()
+        recovered = scenario.run_workload(2)
+    finally:
+        scenario.teardown()
+
+    assert failed.errors == 2, failed.messages
+    assert recovered.errors == 0, recovered.messages

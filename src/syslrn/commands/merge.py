@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from syslrn.graph.merge import merge_traces
-from syslrn.trace.io import check_writable, read_trace, write_trace
+from syslrn.trace.io import check_not_input, check_writable, read_trace, write_trace
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_writable(args.output)
+    check_not_input(args.output, args.traces)
     traces = [read_trace(path) for path in args.traces]
     table, meta = merge_traces(traces)
     write_trace(args.output, table, meta)

@@ -9,6 +9,8 @@ import sys
 import threading
 
 from syslrn.collect.trigger import parse_trigger
+from syslrn.commands.record import _positive_seconds
+from syslrn.errors import SyslrnError
 from syslrn.model.file import load_model
 from syslrn.monitor.metrics import MonitorMetrics
 from syslrn.monitor.online import AlertWriter, Monitor
@@ -44,19 +46,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--quiet",
-        type=float,
+        type=_positive_seconds,
         metavar="SECONDS",
         help="quiet time that closes a window (default: from the model)",
     )
     parser.add_argument(
         "--wait-for-trigger",
-        type=float,
+        type=_positive_seconds,
         metavar="SECONDS",
         help="wait up to this long for the trigger to listen (default: fail at once)",
     )
     parser.add_argument(
         "--duration",
-        type=float,
+        type=_positive_seconds,
         metavar="SECONDS",
         help="stop after this long (default: until SIGINT or SIGTERM)",
     )
@@ -70,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     trigger = parse_trigger(args.trigger)
     # Closed in the finally below; the stream outlives any with-block here.
-    alerts = open(args.alerts, "a") if args.alerts else sys.stdout  # noqa: SIM115
+    try:
+        alerts = open(args.alerts, "a") if args.alerts else sys.stdout  # noqa: SIM115
+    except OSError as exc:
+        raise SyslrnError(
+            f"cannot open --alerts {args.alerts}: {exc.strerror}; give a writable file"
+        ) from None
     writer = AlertWriter(alerts, sys.stderr, all_windows=args.all_windows)
     metrics = MonitorMetrics() if args.metrics else None
     monitor = Monitor(model, trigger, quiet_s=args.quiet)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,8 +15,9 @@ import threading
 import time
 
 from syslrn.collect.recorder import DEFAULT_RINGBUF_BYTES, Recorder
-from syslrn.collect.trigger import parse_trigger
+from syslrn.collect.trigger import is_listening, parse_trigger
 from syslrn.errors import SyslrnError
+from syslrn.trace.io import check_new_output
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +30,31 @@ def parse_label(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"invalid label {text!r}: expected key=value")
+    if key == "requests" and not (value.isdigit() and len(value) < 19):
+        raise argparse.ArgumentTypeError(
+            f"invalid label {text!r}: requests must be a non-negative integer"
+        )
     return key, value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: give a positive number of seconds"
+        )
+    return value
+
+
+def _ringbuf_mib(text: str) -> int:
+    if not text.isdigit() or int(text) < 1 or int(text) & (int(text) - 1):
+        raise argparse.ArgumentTypeError(
+            f"invalid ring buffer size {text!r}: give a power of two of MiB, e.g. 64"
+        )
+    return int(text)
 
 
 def _trigger(text: str) -> str:
@@ -51,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--duration",
-        type=float,
+        type=_positive_seconds,
         metavar="SECONDS",
         help="stop after this many seconds (with COMMAND: whichever ends first)",
     )
@@ -74,13 +103,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--ringbuf-size",
-        type=int,
+        type=_ringbuf_mib,
         default=DEFAULT_RINGBUF_BYTES >> 20,
         metavar="MIB",
         help="ring buffer size in MiB, a power of two (default: %(default)s)",
     )
     parser.add_argument(
-        "command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]"
+        "--force", action="store_true", help="overwrite the output file if it exists"
+    )
+    parser.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND ...",
+        help="the command to run while recording, and its arguments",
     )
     parser.set_defaults(func=run)
 
@@ -91,8 +126,17 @@ def run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command and args.duration is None:
         log.info("no COMMAND and no --duration: recording until SIGINT or SIGTERM")
-    if args.duration is not None and args.duration <= 0:
-        raise SyslrnError(f"invalid --duration {args.duration}: must be positive")
+    if command and shutil.which(command[0]) is None:
+        raise SyslrnError(
+            f"command {command[0]!r} not found or not executable; nothing was recorded"
+        )
+    check_new_output(args.output, overwrite=args.force)
+    if args.trigger and not is_listening(parse_trigger(args.trigger)):
+        log.warning(
+            "trigger %s: nothing listens there now, so no request will be counted "
+            "unless a server starts listening during the recording",
+            args.trigger,
+        )
 
     recorder = Recorder(
         args.output,
@@ -126,7 +170,9 @@ def _record(recorder, command, duration, stop, received) -> int:
         if command:
             recorder.extra_meta["command"] = command
             try:
-                proc = subprocess.Popen(command)
+                # Its own process group, so that stopping the recording
+                # stops the whole tree the command started.
+                proc = subprocess.Popen(command, process_group=0)
             except OSError as exc:
                 raise SyslrnError(f"cannot run {command[0]}: {exc.strerror}") from None
             recorder.extra_meta["command_pid"] = proc.pid
@@ -151,15 +197,23 @@ def _record(recorder, command, duration, stop, received) -> int:
 def _finish_command(proc: subprocess.Popen, stopped: bool) -> int:
     if proc.poll() is None:
         if stopped:
-            proc.terminate()
+            _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(timeout=COMMAND_GRACE_S if stopped else None)
         except subprocess.TimeoutExpired:
             log.warning("command pid %d ignored SIGTERM; killing it", proc.pid)
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             proc.wait()
+    elif stopped:
+        # The command is gone; its children may not be.
+        _signal_group(proc, signal.SIGTERM)
     code = proc.returncode
     return 128 - code if code < 0 else code
+
+
+def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
 
 
 def _report(meta: dict, path) -> None:

@@ -21,6 +21,7 @@ from syslrn.commands._learning import (
 )
 from syslrn.errors import SyslrnError
 from syslrn.evaluate.runs import Run, RunSet, load_graph, require_requests, resolve_runs
+from syslrn.trace.io import check_not_input
 
 if TYPE_CHECKING:
     from syslrn.model import Model
@@ -71,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from syslrn.model import save_model, train_model
 
+    check_not_input(args.output, args.runs)
     runset = resolve_runs(args.runs, table_options(args))
     estimator = build_estimator(args.model, args)
     embedding = (

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import shutil
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -297,3 +299,64 @@ def _replace(path: Path, data: bytes) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise ScenarioError(f"failed to replace {path}: {exc.strerror}") from None
+
+
+class DropReplies(HostFault):
+    """Drop, on loopback, the data segments a server sends from its TCP port.
+
+    The handshake still completes, so the server accepts each connection
+    (and the trigger counts it as a request), but its replies never reach
+    the client, which times out: a network fault after the accept, as a
+    broken link or a full queue on a real network would give. The rule
+    matches the port and the loopback interface only, and a comment that
+    names the fault, so it touches no other traffic and reverts exactly.
+    """
+
+    def __init__(self, name: str, description: str, port: Callable[[], int], **hooks):
+        super().__init__(name, description, **hooks)
+        self._port = port
+        self._rule: list[str] | None = None
+
+    def _spec(self) -> list[str]:
+        return [
+            "OUTPUT",
+            "-o",
+            "lo",
+            "-p",
+            "tcp",
+            "--sport",
+            str(self._port()),
+            "--tcp-flags",
+            "PSH",
+            "PSH",
+            "-m",
+            "comment",
+            "--comment",
+            f"syslrn-{self.name}-{os.getpid()}",
+            "-j",
+            "DROP",
+        ]
+
+    def _iptables(self, action: str, spec: list[str]) -> None:
+        binary = shutil.which("iptables")
+        if binary is None:
+            raise ScenarioError(
+                f"fault {self.name}: iptables not found; install the iptables package"
+            )
+        result = subprocess.run(
+            [binary, "-w", action, *spec], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise ScenarioError(
+                f"fault {self.name}: iptables {action} failed: {result.stderr.strip()}"
+            )
+
+    def _apply(self) -> None:
+        spec = self._spec()
+        self._iptables("-I", spec)
+        self._rule = spec
+
+    def _revert(self) -> None:
+        if self._rule is not None:
+            self._iptables("-D", self._rule)
+            self._rule = None

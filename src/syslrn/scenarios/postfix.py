@@ -30,6 +30,7 @@ from syslrn.scenarios import host
 from syslrn.scenarios.base import Fault, LogSource, Scenario, WorkloadResult
 from syslrn.scenarios.faults import (
     ChangeMode,
+    DropReplies,
     FullFilesystem,
     FunctionFault,
     KillProcesses,
@@ -617,6 +618,11 @@ class PostfixScenario(Scenario):
                 restore_size_limit,
                 after_apply=self._reload,
                 after_revert=self._reload,
+            ),
+            DropReplies(
+                "replies-dropped",
+                "smtpd's replies to clients are dropped on loopback after the handshake, so SMTP sessions time out",
+                lambda: self.port,
             ),
             LowerProcessLimit(
                 "process-limit",

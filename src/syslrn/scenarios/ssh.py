@@ -29,6 +29,7 @@ from syslrn.scenarios import host
 from syslrn.scenarios.base import Fault, LogSource, Scenario, WorkloadResult
 from syslrn.scenarios.faults import (
     ChangeMode,
+    DropReplies,
     FullFilesystem,
     FunctionFault,
     KillProcesses,
@@ -532,6 +533,11 @@ class SshScenario(Scenario):
                 restore_config,
                 after_apply=reload_until_exit,
                 after_revert=restart,
+            ),
+            DropReplies(
+                "replies-dropped",
+                "sshd's replies to clients are dropped on loopback after the handshake, so sessions time out",
+                lambda: self.port,
             ),
             LowerProcessLimit(
                 "process-limit",

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from syslrn.errors import TraceError
-from syslrn.trace.schema import EVENT_SCHEMA, METADATA_KEY, SCHEMA_VERSION
+from syslrn.errors import SyslrnError, TraceError
+from syslrn.trace.schema import EVENT_SCHEMA, METADATA_KEY, REQUEST, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,47 @@ def check_writable(path: str | os.PathLike) -> Path:
             f"output {path}: directory {parent} is not writable; "
             "choose another output path"
         )
+    if path.exists() and not path.is_file():
+        raise TraceError(
+            f"output {path}: exists and is not a regular file (a device or a "
+            "socket); give a file name"
+        )
     if path.exists() and not os.access(path, os.W_OK):
         raise TraceError(f"output {path}: file exists and is not writable")
+    return path
+
+
+def check_not_input(output: str | os.PathLike, inputs) -> None:
+    """Raise SyslrnError when ``output`` is one of ``inputs`` or inside one."""
+    target = Path(output).resolve()
+    for item in inputs:
+        source = Path(item).resolve()
+        if target == source or source in target.parents:
+            raise SyslrnError(
+                f"output {output}: is also the input {item}; writing it would "
+                "destroy that input, so choose another output path"
+            )
+
+
+def check_new_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check that recording to ``path`` loses nothing already recorded.
+
+    An existing trace is kept unless ``overwrite``; a journal beside it means
+    another recording writes there now, or one was interrupted.
+    """
+    path = check_writable(path)
+    journal = journal_path(path)
+    if journal.exists():
+        raise TraceError(
+            f"output {path}: {journal.name} exists, so another recording writes "
+            f"there or one was interrupted; run 'syslrn trace recover {path}' "
+            "or choose another output path"
+        )
+    if path.exists() and not overwrite:
+        raise TraceError(
+            f"output {path}: file exists; pass --force to overwrite it or choose "
+            "another output path"
+        )
     return path
 
 
@@ -145,7 +185,13 @@ class TraceWriter:
         self.journal = journal_path(self.path)
         self.meta = dict(meta)
         self.rows = 0
-        self._sink = _open_private(self.journal)
+        try:
+            self._sink = _open_private(self.journal)
+        except OSError as exc:
+            raise TraceError(
+                f"output {self.path}: cannot create {self.journal.name} "
+                f"({exc.strerror}); choose another output path"
+            ) from None
         self._writer = ipc.new_stream(
             self._sink,
             _schema_with_meta(self.meta),
@@ -221,15 +267,32 @@ def _journal_to_parquet(journal: Path, path: Path, meta: dict[str, Any]) -> int:
     return sum(b.num_rows for b in batches)
 
 
+def _count_requests(batches: list[pa.RecordBatch], meta: dict[str, Any]) -> None:
+    """Fill in the request count of an interrupted recording from its rows.
+
+    The recorder writes the count only when it stops; the request rows,
+    one per accept on the trigger, give the same number.
+    """
+    if meta.get("trigger") and meta.get("requests") is None:
+        meta["requests"] = sum(
+            int(
+                pc.sum(pc.equal(b.column("kind").cast(pa.string()), REQUEST)).as_py()
+                or 0
+            )
+            for b in batches
+        )
+
+
 def recover(path: str | os.PathLike) -> Path:
     """Turn the journal of an interrupted recording into a Parquet trace."""
     path = Path(path)
     journal = journal_path(path)
     if not journal.exists():
         raise TraceError(f"{path}: no journal {journal.name} to recover from")
-    _, meta = _read_journal(journal)
+    batches, meta = _read_journal(journal)
     meta["complete"] = False
     meta["recovered"] = True
+    _count_requests(batches, meta)
     rows = _journal_to_parquet(journal, path, meta)
     journal.unlink()
     log.warning("%s: recovered %d events of an interrupted recording", path, rows)
@@ -246,11 +309,21 @@ def _decode_meta(schema: pa.Schema, path: Path) -> dict[str, Any]:
         meta = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise TraceError(f"{path}: trace metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise TraceError(f"{path}: trace metadata is not a JSON object")
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         raise TraceError(
             f"{path}: trace schema version {version}, this syslrn reads version "
             f"{SCHEMA_VERSION}; record it again with this version"
+        )
+    labels = meta.get("labels")
+    if labels is not None and not isinstance(labels, dict):
+        raise TraceError(f"{path}: trace metadata 'labels' is not a JSON object")
+    requests = meta.get("requests")
+    if requests is not None and (not isinstance(requests, int) or requests < 0):
+        raise TraceError(
+            f"{path}: trace metadata 'requests' is {requests!r}, not a count"
         )
     return meta
 
@@ -270,6 +343,7 @@ def read_trace(path: str | os.PathLike, columns: list[str] | None = None) -> Tra
         if journal.exists():
             batches, meta = _read_journal(journal)
             meta["complete"] = False
+            _count_requests(batches, meta)
             table = pa.Table.from_batches(batches, schema=EVENT_SCHEMA)
             log.warning(
                 "%s: recording was interrupted; read %d events from %s "

@@ -147,7 +147,8 @@ def format_summary(summary: TraceSummary, top: int = 10) -> str:
 
     state = "complete" if meta.get("complete") else "INCOMPLETE (interrupted recording)"
     row("trace", f"{summary.path} ({state})")
-    row("host", f"{meta.get('host', '?')}, kernel {meta.get('kernel', '?')}")
+    hosts = meta.get("hosts") or [meta.get("host", "?")]
+    row("host", f"{', '.join(map(str, hosts))}, kernel {meta.get('kernel', '?')}")
     row("duration", f"{summary.duration_s:.3f} s")
     labels = meta.get("labels") or {}
     if labels:
@@ -182,12 +183,16 @@ def format_summary(summary: TraceSummary, top: int = 10) -> str:
     requests = meta.get("requests")
     if trigger:
         row("requests", f"{requests} accepted at {trigger}")
+    elif requests is not None:
+        row("requests", f"{requests}")
     elif labels.get("requests") is not None:
         row("requests", f"{labels['requests']} (label; no trigger)")
     else:
         row("requests", "not counted (no trigger)")
     lost = meta.get("lost")
-    if lost is None:
+    if lost is None and meta.get("complete"):
+        row("lost", "not stored in this file")
+    elif lost is None:
         row("lost", "unknown (the recording did not finish)")
     else:
         row("lost", _format_lost(lost))

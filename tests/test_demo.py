@@ -1,0 +1,28 @@
+"""The demo's pipeline on a tiny campaign of the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from syslrn.evaluate.demo import run_demo
+
+pytestmark = [pytest.mark.bpf, pytest.mark.slow]
+
+
+def test_demo_flags_faulty_run_only(tmp_path):
+    out = io.StringIO()
+    result = run_demo(tmp_path / "demo", runs=8, sizes=(1, 2, 3, 4), out=out)
+    text = out.getvalue()
+
+    assert (tmp_path / "demo" / "model.json").exists()
+    assert (tmp_path / "demo" / "campaign" / "index.csv").exists()
+    assert result.kept > 0
+    assert result.normal is not None
+    assert result.normal.anomalous is False
+    assert result.faulty is not None
+    assert result.faulty.anomalous is True
+    assert result.passed
+    assert "programs (" in text
+    assert text.rstrip().splitlines()[-1].startswith("syslrn demo ok: kept")
