@@ -15,6 +15,7 @@ and report the median CPU time per call. Run as root:
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,33 +50,36 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="syslrn-syscall-"))
-    binary = workdir / "syscallloop"
-    subprocess.run(
-        ["gcc", "-O2", "-o", str(binary), str(HERE / "syscallloop.c")], check=True
-    )
-    plan = make_plan({"features": [{"name": "degree:redis-server", "kept": True}]})
-    results: dict[str, list[float]] = {"none": [], "monitor": [], "recorder": []}
-    shared = 0
-    for _ in range(args.rounds):
-        # Other processes' syscall tracepoints would slow the "none" case.
-        shared += bool(tracepoint_attachments())
-        results["none"].append(ns_per_call(binary, args.calls))
+    try:
+        binary = workdir / "syscallloop"
+        subprocess.run(
+            ["gcc", "-O2", "-o", str(binary), str(HERE / "syscallloop.c")], check=True
+        )
+        plan = make_plan({"features": [{"name": "degree:redis-server", "kept": True}]})
+        results: dict[str, list[float]] = {"none": [], "monitor": [], "recorder": []}
+        shared = 0
+        for _ in range(args.rounds):
+            # Other processes' syscall tracepoints would slow the "none" case.
+            shared += bool(tracepoint_attachments())
+            results["none"].append(ns_per_call(binary, args.calls))
 
-        probes = MonitorProbes(plan, parse_trigger(TRIGGER), quiet_s=1.0)
-        probes.load()
-        try:
-            results["monitor"].append(ns_per_call(binary, args.calls))
-        finally:
-            probes.close()
+            probes = MonitorProbes(plan, parse_trigger(TRIGGER), quiet_s=1.0)
+            probes.load()
+            try:
+                results["monitor"].append(ns_per_call(binary, args.calls))
+            finally:
+                probes.close()
 
-        trace = workdir / "recorder.parquet"
-        recorder = Recorder(trace, trigger=TRIGGER)
-        recorder.start()
-        try:
-            results["recorder"].append(ns_per_call(binary, args.calls))
-        finally:
-            recorder.stop()
-            trace.unlink()
+            trace = workdir / "recorder.parquet"
+            recorder = Recorder(trace, trigger=TRIGGER)
+            recorder.start()
+            try:
+                results["recorder"].append(ns_per_call(binary, args.calls))
+            finally:
+                recorder.stop()
+                trace.unlink()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
     base = statistics.median(results["none"])
     print("| attached | ns per getppid(2), median [min, max] | added (ns) |")
