@@ -112,3 +112,19 @@ def test_train_refuses_to_overwrite_input(tmp_path):
     assert "is also the input" in result.stderr
     assert a.read_bytes() == before
     assert read_trace(a).table.num_rows == 1
+
+
+def test_monitor_command_loads_no_heavy_library():
+    # The monitor runs for days beside the service: its memory must not
+    # carry pyarrow or scikit-learn, which only the offline commands use.
+    code = (
+        "import sys, syslrn.cli as cli; cli.build_parser('monitor');"
+        "import syslrn.model.file, syslrn.monitor.online, syslrn.monitor.metrics;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} &"
+        " {'pyarrow', 'sklearn', 'scipy', 'matplotlib', 'torch'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

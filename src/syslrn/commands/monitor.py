@@ -9,7 +9,7 @@ import sys
 import threading
 
 from syslrn.collect.trigger import parse_trigger
-from syslrn.commands.record import _positive_seconds
+from syslrn.commands._argtypes import positive_seconds, trigger_text
 from syslrn.errors import SyslrnError
 from syslrn.model.file import load_model
 from syslrn.monitor.metrics import MonitorMetrics
@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--trigger",
         required=True,
+        type=trigger_text,
         metavar="tcp:PORT|unix:PATH",
         help="the service socket whose accepted connections are requests",
     )
@@ -46,19 +47,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--quiet",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
         help="quiet time that closes a window (default: from the model)",
     )
     parser.add_argument(
         "--wait-for-trigger",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
         help="wait up to this long for the trigger to listen (default: fail at once)",
     )
     parser.add_argument(
         "--duration",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
         help="stop after this long (default: until SIGINT or SIGTERM)",
     )

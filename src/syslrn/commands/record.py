@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import shutil
 import signal
@@ -16,6 +15,7 @@ import time
 
 from syslrn.collect.recorder import DEFAULT_RINGBUF_BYTES, Recorder
 from syslrn.collect.trigger import is_listening, parse_trigger
+from syslrn.commands._argtypes import positive_seconds, trigger_text
 from syslrn.errors import SyslrnError
 from syslrn.trace.io import check_new_output
 
@@ -37,32 +37,12 @@ def parse_label(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: give a positive number of seconds"
-        )
-    return value
-
-
 def _ringbuf_mib(text: str) -> int:
     if not text.isdigit() or int(text) < 1 or int(text) & (int(text) - 1):
         raise argparse.ArgumentTypeError(
             f"invalid ring buffer size {text!r}: give a power of two of MiB, e.g. 64"
         )
     return int(text)
-
-
-def _trigger(text: str) -> str:
-    try:
-        parse_trigger(text)
-    except SyslrnError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,13 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--duration",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
         help="stop after this many seconds (with COMMAND: whichever ends first)",
     )
     parser.add_argument(
         "--trigger",
-        type=_trigger,
+        type=trigger_text,
         metavar="tcp:PORT|unix:PATH",
         help="count connections accepted on this listening socket as requests",
     )
