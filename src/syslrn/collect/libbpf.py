@@ -400,6 +400,21 @@ class BpfObject:
                 return m.initial_value()
         raise BpfError(f"{self.path.name}: no .rodata section")
 
+    def set_rodata(self, config: ctypes.Structure) -> None:
+        """Copy ``config`` to the start of ``.rodata``, before load.
+
+        The object's only read-only global is one config struct, which
+        ``config`` mirrors.
+        """
+        rodata = self.rodata()
+        size = ctypes.sizeof(config)
+        if len(rodata) < size:
+            raise BpfError(
+                f"{self.path.name}: .rodata has {len(rodata)} bytes, but the "
+                f"config needs {size}; rebuild the BPF objects"
+            )
+        ctypes.memmove(rodata, ctypes.addressof(config), size)
+
     def select_programs(self, names: Iterable[str]) -> None:
         """Load only the programs named; the others stay out of the kernel."""
         wanted = set(names)

@@ -29,7 +29,7 @@ from syslrn.collect.clock import boottime_ns
 from syslrn.collect.libbpf import BpfObject, num_possible_cpus
 from syslrn.collect.privileges import check_bpf_allowed
 from syslrn.collect.ringbuf import RingBuffer
-from syslrn.collect.trigger import TRIGGER_NONE, Trigger, parse_trigger
+from syslrn.collect.trigger import Trigger, parse_trigger, set_trigger
 from syslrn.trace import TraceWriter, check_writable
 from syslrn.trace.schema import SCHEMA_VERSION
 
@@ -70,24 +70,8 @@ def configure(obj: BpfObject, trigger: Trigger | None) -> None:
     config = Config()
     config.self_tgid = os.getpid()
     config.sock_key = secrets.randbits(64)
-    config.trigger_kind = TRIGGER_NONE
-    if trigger is not None:
-        config.trigger_kind = trigger.kind
-        config.trigger_port = trigger.port
-        path = trigger.kernel_path()
-        # Assigning bytes to a c_char array stops at the first NUL, and an
-        # abstract name starts with one, so the bytes are copied instead.
-        ctypes.memmove(
-            ctypes.addressof(config) + Config.trigger_path.offset, path, len(path)
-        )
-        config.trigger_path_len = len(path)
-    rodata = obj.rodata()
-    if len(rodata) < ctypes.sizeof(config):
-        raise RuntimeError(
-            f"{obj.path.name}: .rodata has {len(rodata)} bytes, struct config "
-            f"needs {ctypes.sizeof(config)}"
-        )
-    ctypes.memmove(rodata, ctypes.addressof(config), ctypes.sizeof(config))
+    set_trigger(config, trigger)
+    obj.set_rodata(config)
 
 
 def read_counters(obj: BpfObject) -> dict[str, int]:

@@ -3,6 +3,7 @@ counted as requests, given as ``tcp:PORT`` or ``unix:PATH``."""
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,24 @@ class Trigger:
         if self.path.startswith("@"):
             return b"\0" + self.path[1:].encode()
         return self.path.encode() + b"\0"
+
+
+def set_trigger(config: ctypes.Structure, trigger: Trigger | None) -> None:
+    """Write ``trigger`` into the trigger fields of a BPF object's config.
+
+    ``config`` is a ctypes mirror of a struct with ``trigger_kind``,
+    ``trigger_port``, ``trigger_path`` and ``trigger_path_len``.
+    """
+    config.trigger_kind = TRIGGER_NONE if trigger is None else trigger.kind
+    if trigger is None:
+        return
+    config.trigger_port = trigger.port
+    path = trigger.kernel_path() if trigger.kind == TRIGGER_UNIX else b""
+    # Assigning bytes to a c_char array stops at the first NUL, and an
+    # abstract name starts with one, so the bytes are copied instead.
+    offset = type(config).trigger_path.offset
+    ctypes.memmove(ctypes.addressof(config) + offset, path, len(path))
+    config.trigger_path_len = len(path)
 
 
 def parse_trigger(text: str) -> Trigger:

@@ -15,7 +15,7 @@ import numpy as np
 from syslrn.collect.build import build_object
 from syslrn.collect.libbpf import BpfObject
 from syslrn.collect.privileges import check_bpf_allowed
-from syslrn.collect.trigger import Trigger
+from syslrn.collect.trigger import Trigger, set_trigger
 from syslrn.monitor.plan import MAX_NODE_TYPES, MonitorPlan
 
 log = logging.getLogger(__name__)
@@ -123,17 +123,8 @@ class MonitorProbes:
         config.quiet_ns = self.quiet_ns
         config.node_types = len(self.plan.node_types)
         config.track_degree = int(self.plan.track_degree)
-        config.trigger_kind = self.trigger.kind
-        config.trigger_port = self.trigger.port
-        path = self.trigger.kernel_path() if self.trigger.path else b""
-        ctypes.memmove(
-            ctypes.addressof(config) + MonitorConfig.trigger_path.offset,
-            path,
-            len(path),
-        )
-        config.trigger_path_len = len(path)
-        rodata = obj.rodata()
-        ctypes.memmove(rodata, ctypes.addressof(config), ctypes.sizeof(config))
+        set_trigger(config, self.trigger)
+        obj.set_rodata(config)
 
     def _fill_names(self) -> None:
         names = self.obj.map("names")
