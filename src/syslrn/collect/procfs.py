@@ -14,9 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from syslrn.collect.events import EVENT_DTYPE, KIND_CODES
-from syslrn.trace.schema import FLAG_APPROX_START, FLAG_KTHREAD, SNAPSHOT
-
 PROC = Path("/proc")
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _PF_KTHREAD = 0x00200000
@@ -41,18 +38,30 @@ def _start_ns(pid: int) -> int | None:
     return int(fields[20]) * 1_000_000_000 // _TICKS_PER_S
 
 
+def _unseen_stats(seen: set[int]):
+    """Yield (pid, stat fields) of the processes of /proc not in ``seen``."""
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in seen:
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None:
+            yield int(entry.name), fields
+
+
+def unseen_comms(seen: set[int]) -> dict[int, str]:
+    """Return the comm of each process of /proc not in ``seen``."""
+    return {pid: fields[0] for pid, fields in _unseen_stats(seen)}
+
+
 def missing_processes(seen: set[int], boot_ns: int, self_pid: int) -> np.ndarray:
     """Return snapshot records for the processes of /proc not in ``seen``."""
+    # Imported here: events and the trace schema need pyarrow, which the
+    # monitor, a user of unseen_comms, does without.
+    from syslrn.collect.events import EVENT_DTYPE, KIND_CODES
+    from syslrn.trace.schema import FLAG_APPROX_START, FLAG_KTHREAD, SNAPSHOT
+
     rows = []
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        if pid in seen or pid == self_pid:
-            continue
-        fields = _stat_fields(pid)
-        if fields is None:
-            continue
+    for pid, fields in _unseen_stats(seen | {self_pid}):
         ppid = int(fields[2])
         flags = FLAG_APPROX_START
         if int(fields[7]) & _PF_KTHREAD:

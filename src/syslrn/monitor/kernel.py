@@ -8,13 +8,13 @@ import logging
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from syslrn.collect.build import build_object
 from syslrn.collect.libbpf import BpfObject
 from syslrn.collect.privileges import check_bpf_allowed
+from syslrn.collect.procfs import unseen_comms
 from syslrn.collect.trigger import Trigger, set_trigger
 from syslrn.monitor.plan import MAX_NODE_TYPES, MonitorPlan
 
@@ -143,14 +143,8 @@ class MonitorProbes:
         procs = self.obj.map("procs")
         alive = self.obj.map("alive")
         types = {t.comm: t.index for t in self.plan.node_types}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) in seen:
-                continue
-            try:
-                comm = (entry / "comm").read_text().rstrip("\n")
-            except OSError:
-                continue
-            key = struct.pack("<I", int(entry.name))
+        for pid, comm in unseen_comms(seen).items():
+            key = struct.pack("<I", pid)
             if procs.lookup(key) is not None:
                 continue
             index = types.get(comm, 0)
