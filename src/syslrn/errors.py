@@ -2,7 +2,7 @@
 
 
 class SyslrnError(Exception):
-    """An error caused by input or by the host, with a message that says the fix.
+    """An error caused by input or by the host, with a message that gives the fix.
 
     The command line prints the message and exits with ``exit_code``.
     """

@@ -179,7 +179,7 @@ def table_from_records(records: np.ndarray, host: str) -> pa.Table:
     is_unix = family == FAMILY_UNIX
 
     # An IPv4 peer of a dual-stack socket shows as ::ffff:a.b.c.d; it is an
-    # IPv4 connection, and its other end sees plain IPv4.
+    # IPv4 connection, and its other end shows plain IPv4.
     laddr = _addresses(records, "laddr")
     raddr = _addresses(records, "raddr")
     family_index = _FAMILY_INDEX[family].copy()

@@ -46,7 +46,7 @@ _PRINT_FN = ctypes.CFUNCTYPE(
 _messages: list[str] = []
 
 
-# One libbpf message holds a whole verifier log, whose last lines matter
+# One libbpf message contains a whole verifier log, whose last lines matter
 # most; a va_list is used once, so the buffer must fit the message.
 _print_buffer = ctypes.create_string_buffer(4 << 20)
 
@@ -439,7 +439,7 @@ class BpfObject:
         match = re.search(r"prog '([^']+)': BPF program load failed", text)
         failed = match.group(1) if match else None
         # The verifier's log sits between libbpf's BEGIN and END markers;
-        # its last lines say what it rejected.
+        # its last lines name what it rejected.
         log_lines = []
         if "-- BEGIN PROG LOAD LOG --" in text:
             body = text.split("-- BEGIN PROG LOAD LOG --", 1)[1]

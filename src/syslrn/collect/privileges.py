@@ -23,7 +23,7 @@ def effective_capabilities(status: Path = Path("/proc/self/status")) -> int:
 
 def missing_capabilities(mask: int | None = None) -> list[str]:
     """Return the names of the capabilities that loading tracing programs needs
-    and this process lacks. CAP_SYS_ADMIN stands in for both, as on kernels
+    and this process lacks. CAP_SYS_ADMIN replaces both, as on kernels
     older than 5.8."""
     mask = effective_capabilities() if mask is None else mask
     if mask & (1 << CAP_SYS_ADMIN):

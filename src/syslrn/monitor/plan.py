@@ -67,7 +67,7 @@ class NodeTypePlan:
 
 @dataclass
 class MonitorPlan:
-    """What the tailored monitor loads for one model."""
+    """The programs and node types the tailored monitor loads for one model."""
 
     node_types: list[NodeTypePlan]
     programs: list[str]

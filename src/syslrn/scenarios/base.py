@@ -15,7 +15,7 @@ from pathlib import Path
 
 @dataclass
 class WorkloadResult:
-    """What the workload driver saw for one batch of requests."""
+    """The outcome of one batch of requests, as the workload driver saw it."""
 
     requests: int
     errors: int = 0

@@ -91,7 +91,7 @@ EVENT_SCHEMA = pa.schema(
         # accept whose peer_id is the connect's sock_id.
         pa.field("sock_id", pa.uint64()),
         pa.field("peer_id", pa.uint64()),
-        # unix: the other end's process, as the kernel's sk_peer_pid holds it.
+        # unix: the other end's process, as the kernel's sk_peer_pid records it.
         pa.field("peer_pid", pa.int32()),
     ]
 )

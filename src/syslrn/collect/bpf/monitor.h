@@ -42,7 +42,8 @@ struct window_meta {
 };
 
 /* The current window, and the previous one kept whole when the next opens,
- * so user space never loses a window it polled too late for. */
+ * so a window that closed before user space polled can still be read until
+ * a second one opens. */
 struct window_state {
 	__u64 epoch;
 	struct window_meta current;
