@@ -21,21 +21,22 @@ def _model(*names):
 
 def test_count_only_plan_has_no_connection_probes():
     plan = make_plan(_model("count:true", "count:sh"))
-    assert plan.programs == [
-        "mon_fork",
-        "mon_exec",
-        "mon_exit",
-        "mon_accept4",
-        "mon_accept",
-    ]
+    assert plan.programs == ["mon_fork", "mon_exec", "mon_exit", "mon_accept"]
+    assert plan.probes == 5
     assert not plan.track_degree
     assert [t.name for t in plan.node_types] == ["sh", "true"]
 
 
-def test_degree_plan_adds_connect_probes():
+def test_degree_plan_loads_degree_builds_and_connect_probe():
     plan = make_plan(_model("count:true", "degree:sh"))
-    assert "mon_enter_connect" in plan.programs
-    assert "mon_exit_connect" in plan.programs
+    assert plan.programs == [
+        "mon_fork_deg",
+        "mon_exec_deg",
+        "mon_exit",
+        "mon_connect",
+        "mon_accept_deg",
+    ]
+    assert plan.probes == 6
     assert plan.track_degree
     assert plan.features == ["degree:sh", "count:true"]
 
@@ -86,7 +87,7 @@ def test_count_only_probes_attach_process_hooks_only():
     probes = MonitorProbes(plan, parse_trigger("tcp:1"), quiet_s=0.3)
     probes.load()
     try:
-        hooks = {link.program.section for link in probes.obj._links}
+        hooks = {link.hook for link in probes.obj._links}
     finally:
         probes.close()
     assert hooks == {

@@ -196,6 +196,6 @@ def test_tiny_round_with_bpf_conditions(tmp_path):
     assert runs["recorder"]["facts"]["lost_events"] == 0
     assert runs["bpftrace"]["facts"]["accept_lines"] >= least
     # The kernel's run counts name each condition's own programs.
-    assert runs["monitor"]["bpf"]["mon_accept4"]["run_cnt"] >= least
+    assert runs["monitor"]["bpf"]["mon_accept_deg"]["run_cnt"] >= least
     assert runs["recorder"]["bpf"]["handle_exit_accept4"]["run_cnt"] >= least
     assert sum(p["run_cnt"] for p in runs["bpftrace"]["bpf"].values()) >= least

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import logging
 import os
 import re
@@ -105,6 +106,7 @@ def lib() -> ctypes.CDLL:
     _signature(libbpf, "bpf_program__insn_cnt", sz, vp)
     _signature(libbpf, "bpf_program__attach", vp, vp)
     _signature(libbpf, "bpf_program__attach_iter", vp, vp, vp)
+    _signature(libbpf, "bpf_program__attach_tracepoint", vp, vp, cp, cp)
     _signature(libbpf, "bpf_link__destroy", i, vp)
     _signature(libbpf, "bpf_link__fd", i, vp)
     _signature(libbpf, "bpf_iter_create", i, i)
@@ -214,6 +216,21 @@ class Map:
             raise BpfError(f"map {self.name} has no initial value")
         return (ctypes.c_char * size.value).from_address(ptr)
 
+    def mmap(self) -> mmap.mmap:
+        """Map a loaded mappable map (``.bss``, ``.data``) into memory.
+
+        The programs update that memory as user space reads it. libbpf
+        before 1.5 does not map it on load, so it is mapped here.
+        """
+        page = mmap.PAGESIZE
+        size = (self.value_size * self.max_entries + page - 1) // page * page
+        try:
+            return mmap.mmap(
+                self.fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE
+            )
+        except OSError as exc:
+            raise BpfError(f"map {self.name}: cannot map it into memory: {exc}") from exc
+
     def lookup(self, key: bytes, value_size: int | None = None) -> bytes | None:
         """Return the value stored at ``key``, or None when absent.
 
@@ -319,9 +336,10 @@ class IterAttachOpts(ctypes.Structure):
 class Link:
     """An attachment of a program; destroyed on :meth:`destroy`."""
 
-    def __init__(self, ptr: int, program: Program):
+    def __init__(self, ptr: int, program: Program, hook: str | None = None):
         self._ptr = ptr
         self.program = program
+        self.hook = hook or program.section
 
     @property
     def fd(self) -> int:
@@ -454,16 +472,31 @@ class BpfObject:
             f"the verifier's last lines:\n  {tail}"
         )
 
-    def attach(self, program: Program) -> Link:
-        """Attach one loaded program at the hook its section names."""
-        if program.section.startswith("tracepoint/"):
+    def attach(self, program: Program, hook: str | None = None) -> Link:
+        """Attach one loaded program at ``hook``, by default the hook its
+        section names. Another hook must be a tracepoint of the same
+        layout, as ``tracepoint/CATEGORY/NAME``."""
+        hook = hook or program.section
+        if hook.startswith("tracepoint/"):
             _tracefs_ready()
-        ptr = lib().bpf_program__attach(program._ptr)
+        if hook == program.section:
+            ptr = lib().bpf_program__attach(program._ptr)
+        else:
+            kind, _, rest = hook.partition("/")
+            category, _, name = rest.partition("/")
+            if kind != "tracepoint" or not name:
+                raise BpfError(
+                    f"cannot attach {program.name} at {hook}: only a program's own "
+                    "section or tracepoint/CATEGORY/NAME is supported"
+                )
+            ptr = lib().bpf_program__attach_tracepoint(
+                program._ptr, category.encode(), name.encode()
+            )
         if not ptr:
-            raise _errno_error(f"attaching {program.name} ({program.section}) failed")
-        link = Link(ptr, program)
+            raise _errno_error(f"attaching {program.name} ({hook}) failed")
+        link = Link(ptr, program, hook)
         self._links.append(link)
-        log.debug("attached %s at %s", program.name, program.section)
+        log.debug("attached %s at %s", program.name, hook)
         return link
 
     def attach_all(self, skip_sections: tuple[str, ...] = ("iter/",)) -> list[Link]:

@@ -85,10 +85,14 @@ def format_plan(document: dict) -> str:
             f"{', '.join(node_type['stats'])}"
         )
     sizes = document.get("instructions") or {}
-    lines.append(f"programs ({len(document['programs'])}):")
+    lines.append(
+        f"programs ({len(document['programs'])}, attached at "
+        f"{document['probes']} probes):"
+    )
     for name in document["programs"]:
         size = f"{sizes[name]:>5} insns" if name in sizes else ""
-        lines.append(f"  {name:<20} {document['hooks'][name]:<40} {size}")
+        hooks = ", ".join(document["hooks"][name])
+        lines.append(f"  {name:<18} {size:<11} {hooks}")
     if sizes:
         mean = sum(sizes.values()) / len(sizes)
         lines.append(f"  mean {mean:.0f} instructions per program")
@@ -100,7 +104,8 @@ def format_plan(document: dict) -> str:
             f"mean {total / len(recorder):.0f}"
         )
     lines.append("counters: " + "; ".join(document["counters"]))
-    lines.append(f"degree probes: {'yes' if document['track_degree'] else 'no'}")
+    build = "degrees too" if document["track_degree"] else "counts only"
+    lines.append(f"program build: {build}")
     for warning in document.get("warnings", []):
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -16,13 +17,15 @@ from syslrn.collect.libbpf import BpfObject
 from syslrn.collect.privileges import check_bpf_allowed
 from syslrn.collect.procfs import unseen_comms
 from syslrn.collect.trigger import Trigger, set_trigger
+from syslrn.errors import BpfError
 from syslrn.monitor.plan import MAX_NODE_TYPES, MonitorPlan
 
 log = logging.getLogger(__name__)
 
 OBJECT_NAME = "monitor"
 SNAPSHOT_PROGRAM = "mon_snapshot"
-ERRORS = ("procs_full", "connect_fds_full")
+ERRORS = ("procs_full",)
+_MONITOR_ERROR_MAX = 4
 
 
 class MonitorConfig(ctypes.Structure):
@@ -31,7 +34,7 @@ class MonitorConfig(ctypes.Structure):
     _fields_ = [
         ("quiet_ns", ctypes.c_uint64),
         ("node_types", ctypes.c_uint32),
-        ("track_degree", ctypes.c_uint32),
+        ("pad0", ctypes.c_uint32),
         ("trigger_kind", ctypes.c_uint32),
         ("trigger_port", ctypes.c_uint32),
         ("trigger_path_len", ctypes.c_uint32),
@@ -40,29 +43,65 @@ class MonitorConfig(ctypes.Structure):
     ]
 
 
-class WindowMeta(ctypes.Structure):
+class _RawMeta(ctypes.Structure):
     """``struct window_meta`` of bpf/monitor.h."""
 
     _fields_ = [
         ("open_ns", ctypes.c_uint64),
+        ("first_request", ctypes.c_uint64),
         ("last_request_ns", ctypes.c_uint64),
-        ("requests", ctypes.c_uint64),
     ]
 
 
-class WindowState(ctypes.Structure):
+class _RawWindow(ctypes.Structure):
     """``struct window_state`` of bpf/monitor.h."""
 
     _fields_ = [
         ("epoch", ctypes.c_uint64),
-        ("current", WindowMeta),
-        ("previous", WindowMeta),
-        ("total_requests", ctypes.c_uint64),
+        ("requests", ctypes.c_uint64),
+        ("last_request_ns", ctypes.c_uint64),
+        ("opening", ctypes.c_uint64),
+        ("current", _RawMeta),
+        ("previous", _RawMeta),
     ]
 
 
-_PROC_STATE = struct.Struct("<IIq")
-_FEATURES = np.dtype([("count", "<i8"), ("degree", "<i8")])
+class _RawFeatures(ctypes.Structure):
+    """``struct node_features`` of bpf/monitor.h."""
+
+    _fields_ = [("count", ctypes.c_int64), ("degree", ctypes.c_int64)]
+
+
+class _RawState(ctypes.Structure):
+    """``struct monitor_state`` of bpf/monitor.h, the programs' ``.bss``."""
+
+    _fields_ = [
+        ("window", _RawWindow),
+        ("features", (_RawFeatures * (MAX_NODE_TYPES + 1)) * 2),
+        ("errors", ctypes.c_uint64 * _MONITOR_ERROR_MAX),
+    ]
+
+
+_PROC_STATE = struct.Struct("<IIQq")
+
+
+@dataclass(frozen=True)
+class WindowMeta:
+    """When a window opened, its last request, and its requests."""
+
+    open_ns: int
+    last_request_ns: int
+    requests: int
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """The kernel's current window and the one before it."""
+
+    epoch: int
+    current: WindowMeta
+    previous: WindowMeta
+    total_requests: int
 
 
 @dataclass(frozen=True)
@@ -93,6 +132,8 @@ class MonitorProbes:
         self.trigger = trigger
         self.quiet_ns = int(quiet_s * 1e9)
         self.obj: BpfObject | None = None
+        self._bss: mmap.mmap | None = None
+        self._last: _RawState | None = None
 
     def load(self) -> None:
         """Load and attach the planned programs, then take the snapshot."""
@@ -103,18 +144,21 @@ class MonitorProbes:
             self._configure(obj)
             obj.load()
             self.obj = obj
+            self._bss = self._map_state(obj)
             self._fill_names()
-            for name in self.plan.programs:
-                obj.attach(obj.program(name))
+            for name, hooks in self.plan.hooks.items():
+                for hook in hooks:
+                    obj.attach(obj.program(name), hook)
             self._snapshot()
         except BaseException:
             obj.close()
             self.obj = None
             raise
         log.info(
-            "attached %d programs (%s), %d node types filtered",
+            "attached %d programs (%s) at %d probes, %d node types filtered",
             len(self.plan.programs),
             ", ".join(self.plan.programs),
+            self.plan.probes,
             len(self.plan.node_types),
         )
 
@@ -122,9 +166,18 @@ class MonitorProbes:
         config = MonitorConfig()
         config.quiet_ns = self.quiet_ns
         config.node_types = len(self.plan.node_types)
-        config.track_degree = int(self.plan.track_degree)
         set_trigger(config, self.trigger)
         obj.set_rodata(config)
+
+    @staticmethod
+    def _map_state(obj: BpfObject) -> mmap.mmap:
+        bss = obj.map(".bss")
+        if bss.value_size < ctypes.sizeof(_RawState):
+            raise BpfError(
+                f"{obj.path.name}: .bss has {bss.value_size} bytes, but the monitor "
+                f"state needs {ctypes.sizeof(_RawState)}; rebuild the BPF objects"
+            )
+        return bss.mmap()
 
     def _fill_names(self) -> None:
         names = self.obj.map("names")
@@ -141,49 +194,61 @@ class MonitorProbes:
         raw = self.obj.iterate(self.obj.program(SNAPSHOT_PROGRAM))
         seen = set(np.frombuffer(raw, dtype="<u4").tolist())
         procs = self.obj.map("procs")
-        alive = self.obj.map("alive")
         types = {t.comm: t.index for t in self.plan.node_types}
         for pid, comm in unseen_comms(seen).items():
-            key = struct.pack("<I", pid)
-            if procs.lookup(key) is not None:
-                continue
             index = types.get(comm, 0)
-            procs.update(key, _PROC_STATE.pack(index, 0, 0))
             if index:
-                current = struct.unpack("<q", alive.lookup(struct.pack("<I", index)))[0]
-                alive.update(struct.pack("<I", index), struct.pack("<q", current + 1))
+                procs.update(struct.pack("<I", pid), _PROC_STATE.pack(index, 0, 0, 0), 1)
 
     # -- reading -----------------------------------------------------------
 
-    def state(self) -> WindowState:
-        raw = self.obj.map("state").lookup(struct.pack("<I", 0))
-        return WindowState.from_buffer_copy(raw)
+    def _read(self) -> _RawState:
+        """Copy the programs' state, again while a window opens, so that the
+        copy does not mix two windows; ``opening`` and the epoch serve as a
+        sequence lock."""
+        for _ in range(1000):
+            raw = _RawState.from_buffer_copy(self._bss)
+            after = _RawWindow.from_buffer_copy(self._bss)
+            if not (raw.window.opening or after.opening) and after.epoch == raw.window.epoch:
+                break
+        self._last = raw
+        return raw
 
-    def alive(self) -> dict[str, int]:
-        """Return the live processes per node type, now."""
-        alive = self.obj.map("alive")
-        result = {}
-        for node_type in self.plan.node_types:
-            raw = alive.lookup(struct.pack("<I", node_type.index))
-            result[node_type.name] = struct.unpack("<q", raw)[0]
-        return result
+    def state(self) -> WindowState:
+        """Read the windows' state, and keep the features of the same read
+        for :meth:`window`."""
+        w = self._read().window
+        return WindowState(
+            epoch=w.epoch,
+            current=WindowMeta(
+                open_ns=w.current.open_ns,
+                last_request_ns=w.last_request_ns,
+                requests=w.requests - w.current.first_request,
+            ),
+            previous=WindowMeta(
+                open_ns=w.previous.open_ns,
+                last_request_ns=w.previous.last_request_ns,
+                requests=w.current.first_request - w.previous.first_request,
+            ),
+            total_requests=w.requests,
+        )
 
     def window(self, epoch: int, meta: WindowMeta) -> WindowFeatures:
-        """Read the features of window ``epoch``, whose metadata is ``meta``.
+        """Return the features of window ``epoch``, whose metadata is
+        ``meta``, from the last :meth:`state` read.
 
         The kernel keeps the current and the previous window, so ``epoch``
         must be one of those two.
         """
-        windows = self.obj.map("windows")
-        base = (epoch & 1) * (MAX_NODE_TYPES + 1)
+        raw = self._last if self._last is not None else self._read()
+        row = raw.features[epoch & 1]
         values: dict[str, int] = {}
         for node_type in self.plan.node_types:
-            raw = windows.lookup(struct.pack("<I", base + node_type.index))
-            count, degree = np.frombuffer(raw, dtype=_FEATURES)[0].tolist()
+            features = row[node_type.index]
             if "count" in node_type.stats:
-                values[f"count:{node_type.name}"] = count
+                values[f"count:{node_type.name}"] = features.count
             if "degree" in node_type.stats:
-                values[f"degree:{node_type.name}"] = degree
+                values[f"degree:{node_type.name}"] = features.degree
         return WindowFeatures(
             epoch=epoch,
             open_ns=meta.open_ns,
@@ -193,11 +258,8 @@ class MonitorProbes:
         )
 
     def errors(self) -> dict[str, int]:
-        errors = self.obj.map("errors")
-        return {
-            name: struct.unpack("<Q", errors.lookup(struct.pack("<I", i)))[0]
-            for i, name in enumerate(ERRORS)
-        }
+        raw = _RawState.from_buffer_copy(self._bss)
+        return {name: raw.errors[i] for i, name in enumerate(ERRORS)}
 
     def program_sizes(self) -> dict[str, int]:
         """Return the kernel's instruction count of each attached program."""
@@ -205,6 +267,10 @@ class MonitorProbes:
 
     def close(self) -> None:
         if self.obj is not None:
+            # The state's memory goes with the object.
+            self._last = _RawState.from_buffer_copy(self._bss)
+            self._bss.close()
+            self._bss = None
             self.obj.close()
             self.obj = None
             log.info("detached the monitor programs (pid %d)", os.getpid())

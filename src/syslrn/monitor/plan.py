@@ -7,11 +7,14 @@ probes a model needs follow from which statistics it kept:
   (exec) or leaves (exit): the three process tracepoints.
 - ``degree:T`` adds the edges of type-T processes: spawn edges (fork, and
   exec, which carries a process's degree to its new type) and connection
-  ends (connect entry and exit, accept and accept4 exit).
+  ends (connect exit, accept and accept4 exit).
 - The request count, which every model regresses on, needs the accept
   probes, which also recognise the trigger socket.
 
-Only the node types of kept features are loaded into the kernel's filter.
+The fork, exec and accept programs have two builds: one for counts only,
+which keeps no per-window degree per process, and one for degrees too. A
+plan loads the smaller build when no degree is kept. Only the node types of
+kept features are loaded into the kernel's filter.
 """
 
 from __future__ import annotations
@@ -25,31 +28,35 @@ from syslrn.errors import ModelError
 COMM_MAX = 15
 MAX_NODE_TYPES = 64
 
-#: Program name -> the hook it attaches to, in bpf/monitor.bpf.c.
+#: Program name -> the hooks it attaches to, in bpf/monitor.bpf.c.
 HOOKS = {
-    "mon_fork": "tp_btf/sched_process_fork",
-    "mon_exec": "tp_btf/sched_process_exec",
-    "mon_exit": "tp_btf/sched_process_exit",
-    "mon_enter_connect": "tracepoint/syscalls/sys_enter_connect",
-    "mon_exit_connect": "tracepoint/syscalls/sys_exit_connect",
-    "mon_accept4": "tracepoint/syscalls/sys_exit_accept4",
-    "mon_accept": "tracepoint/syscalls/sys_exit_accept",
-}
-
-#: The events each statistic depends on, as the programs that observe them.
-STAT_PROGRAMS = {
-    "count": ("mon_fork", "mon_exec", "mon_exit"),
-    "degree": (
-        "mon_fork",
-        "mon_exec",
-        "mon_exit",
-        "mon_enter_connect",
-        "mon_exit_connect",
-        "mon_accept4",
-        "mon_accept",
+    "mon_fork": ("tp_btf/sched_process_fork",),
+    "mon_fork_deg": ("tp_btf/sched_process_fork",),
+    "mon_exec": ("tp_btf/sched_process_exec",),
+    "mon_exec_deg": ("tp_btf/sched_process_exec",),
+    "mon_exit": ("tp_btf/sched_process_exit",),
+    "mon_connect": ("tracepoint/syscalls/sys_exit_connect",),
+    "mon_accept": (
+        "tracepoint/syscalls/sys_exit_accept4",
+        "tracepoint/syscalls/sys_exit_accept",
+    ),
+    "mon_accept_deg": (
+        "tracepoint/syscalls/sys_exit_accept4",
+        "tracepoint/syscalls/sys_exit_accept",
     ),
 }
-REQUEST_PROGRAMS = ("mon_accept4", "mon_accept")
+
+#: The programs each statistic needs, request counting included.
+STAT_PROGRAMS = {
+    "count": ("mon_fork", "mon_exec", "mon_exit", "mon_accept"),
+    "degree": (
+        "mon_fork_deg",
+        "mon_exec_deg",
+        "mon_exit",
+        "mon_connect",
+        "mon_accept_deg",
+    ),
+}
 
 #: Programs in a stable order, for output and loading.
 PROGRAM_ORDER = tuple(HOOKS)
@@ -75,8 +82,13 @@ class MonitorPlan:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def hooks(self) -> dict[str, str]:
-        return {name: HOOKS[name] for name in self.programs}
+    def hooks(self) -> dict[str, list[str]]:
+        return {name: list(HOOKS[name]) for name in self.programs}
+
+    @property
+    def probes(self) -> int:
+        """The attach points: an accept program has two."""
+        return sum(len(HOOKS[name]) for name in self.programs)
 
     @property
     def features(self) -> list[str]:
@@ -86,12 +98,13 @@ class MonitorPlan:
         document = asdict(self)
         document["hooks"] = self.hooks
         document["counters"] = [
-            "procs (per-process node type and window degree)",
-            "alive (live processes per node type)",
-            "windows (count and degree per node type, two windows)",
-            "state (window epoch, open time, last request, requests)",
+            "procs (node type of each process of a counted type, and its "
+            "degree in the window when degrees are counted)",
+            "features (count and degree per node type, for two windows)",
+            "window (epoch, open time, last request, requests)",
             "errors (full maps)",
         ]
+        document["probes"] = self.probes
         return document
 
     @classmethod
@@ -161,12 +174,11 @@ def make_plan(model: dict[str, Any]) -> MonitorPlan:
             )
         )
 
-    needed = set(REQUEST_PROGRAMS)
-    for stats in stats_by_type.values():
-        for stat in stats:
-            needed.update(STAT_PROGRAMS[stat])
-    programs = [name for name in PROGRAM_ORDER if name in needed]
+    # The degree build of each program counts too, so a plan that keeps any
+    # degree loads that build alone.
     track_degree = any("degree" in stats for stats in stats_by_type.values())
+    needed = set(STAT_PROGRAMS["degree" if track_degree else "count"])
+    programs = [name for name in PROGRAM_ORDER if name in needed]
     return MonitorPlan(
         node_types=node_types,
         programs=programs,

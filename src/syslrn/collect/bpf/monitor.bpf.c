@@ -18,10 +18,15 @@
  *              and connection ends (TCP and unix stream connect and accept)
  *              of the processes of type T, counted in the window. A process
  *              that execs into another type takes the degree it gathered in
- *              the window along. */
+ *              the window along.
+ *
+ * Each program does the least its event needs. A process of no counted type
+ * costs a hash lookup and nothing else. The live processes of each type are
+ * not counted as they come and go but at a window's opening, from procs,
+ * so exit only forgets a process. The counters live in one global, which a
+ * program reaches without a map lookup. */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
-#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
@@ -33,6 +38,8 @@ char LICENSE[] SEC("license") = "GPL";
 
 const volatile struct monitor_config cfg = {};
 
+struct monitor_state state = {};
+
 /* comm (zero-padded to 16 bytes) -> node type index, 1-based. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -41,7 +48,9 @@ struct {
 	__type(value, __u32);
 } names SEC(".maps");
 
-/* Every live process: its node type and its degree in the current window. */
+/* By tgid: every live process of a counted type, and, when degrees are
+ * counted, every process forked in a window, whose spawn edge an exec into
+ * a counted type carries along. Entries of type 0 are not counted. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -49,92 +58,27 @@ struct {
 	__type(value, struct proc_state);
 } procs SEC(".maps");
 
-/* Live processes per node type. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_NODE_TYPES + 1);
-	__type(key, __u32);
-	__type(value, __s64);
-} alive SEC(".maps");
-
-/* Two windows of features, alternating by epoch parity, so the one just
- * closed stays readable while the next one opens. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2 * (MAX_NODE_TYPES + 1));
-	__type(key, __u32);
-	__type(value, struct node_features);
-} windows SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct window_state);
-} state SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MONITOR_ERROR_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} errors SEC(".maps");
-
-/* The fd passed to connect(), by thread, for processes of a counted type. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u32);
-} connect_fds SEC(".maps");
-
-static __always_inline void count_error(__u32 index)
+/* Whether now falls in the open window. Before the first window,
+ * last_request_ns 0 makes this false once the host has been up longer than
+ * the quiet time; earlier, the counts go to the window of epoch 0, which
+ * user space never reads and the second window's opening clears. */
+static __always_inline bool in_window(__u64 now)
 {
-	__u64 *value = bpf_map_lookup_elem(&errors, &index);
-
-	if (value)
-		__sync_fetch_and_add(value, 1);
+	return now - state.window.last_request_ns <= cfg.quiet_ns;
 }
 
-static __always_inline struct window_state *current_state(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&state, &zero);
-}
-
-/* Whether now falls in the open window. */
-static __always_inline bool in_window(struct window_state *s, __u64 now)
-{
-	return s->epoch && now - s->current.last_request_ns <= cfg.quiet_ns;
-}
-
-/* Add to the live processes of a node type. The subprograms below are
- * shared by every caller, which keeps each program small. */
-static __noinline void add_alive(__u32 type, __s64 delta)
-{
-	__s64 *value;
-
-	if (!type)
-		return;
-	value = bpf_map_lookup_elem(&alive, &type);
-	if (value)
-		__sync_fetch_and_add(value, delta);
-}
-
-/* Add to the open window's count and degree of a node type. */
-static __noinline void add_features(struct window_state *s, __u32 type, __s64 count,
-				    __s64 degree)
+/* Add to the open window's count and degree of a node type. A subprogram,
+ * which the callers in one program share and the verifier trims to the
+ * arguments they pass. Not inlined, it also keeps the bound check and the
+ * access on one register: clang 14 would widen a 32-bit type once for each,
+ * and the verifier would reject the access as unbounded. */
+static __noinline void add_features(__u64 type, __s64 count, __s64 degree)
 {
 	struct node_features *f;
-	__u32 index;
 
-	if (!s || type == 0 || type > MAX_NODE_TYPES)
+	if (!type || type > MAX_NODE_TYPES)
 		return;
-	index = (s->epoch & 1) * (MAX_NODE_TYPES + 1) + type;
-	f = bpf_map_lookup_elem(&windows, &index);
-	if (!f)
-		return;
+	f = &state.features[state.window.epoch & 1][type];
 	if (count)
 		__sync_fetch_and_add(&f->count, count);
 	if (degree)
@@ -142,279 +86,273 @@ static __noinline void add_features(struct window_state *s, __u32 type, __s64 co
 }
 
 /* The node type of a task, from its comm; 0 when it is not counted. */
-static __always_inline __u32 type_of_task(struct task_struct *task)
+static __always_inline __u64 type_of_task(struct task_struct *task)
 {
 	char comm[TASK_COMM_LEN];
 	__u32 *type;
 
-	bpf_probe_read_kernel(comm, sizeof(comm), &task->comm);
+	bpf_probe_read_kernel(comm, sizeof(comm), task->comm);
 	type = bpf_map_lookup_elem(&names, comm);
 	return type ? *type : 0;
 }
 
 /* One edge end for process p in the open window. */
-static __always_inline void bump_degree(struct window_state *s, struct proc_state *p)
+static __always_inline void bump_degree(struct proc_state *p)
 {
-	if (p->epoch != s->epoch) {
-		p->epoch = s->epoch;
+	__u64 epoch = state.window.epoch;
+
+	if (p->epoch != epoch) {
+		p->epoch = epoch;
 		p->degree = 0;
 	}
 	p->degree += 1;
-	add_features(s, p->type, 0, 1);
+	add_features(p->type, 0, 1);
 }
 
-/* The state of a process, created from its comm when the monitor has not
- * seen it yet (a process the start-up snapshot missed). */
-static __always_inline struct proc_state *lookup_proc(__u32 tgid, struct task_struct *task)
+static __always_inline void save_proc(__u32 tgid, struct proc_state *fresh)
 {
-	struct proc_state *p = bpf_map_lookup_elem(&procs, &tgid);
-	struct proc_state fresh = {};
+	if (bpf_map_update_elem(&procs, &tgid, fresh, BPF_ANY))
+		__sync_fetch_and_add(&state.errors[MONITOR_ERROR_PROCS_FULL], 1);
+}
 
-	if (p)
-		return p;
-	fresh.type = type_of_task(task);
-	if (bpf_map_update_elem(&procs, &tgid, &fresh, BPF_NOEXIST)) {
-		p = bpf_map_lookup_elem(&procs, &tgid);
-		if (!p)
-			count_error(MONITOR_ERROR_PROCS_FULL);
-		return p;
+/* The fork, exec and accept programs come in two builds, for counts only
+ * and for degrees too. `degree` is a compile-time constant, so each build
+ * has only the code it needs, and the plan loads one of them. */
+
+static __always_inline int on_fork(struct task_struct *parent, struct task_struct *child,
+				   const bool degree)
+{
+	__u32 parent_tgid = parent->tgid, tgid = child->tgid;
+	struct proc_state fresh = {};
+	struct proc_state *p = NULL;
+	bool open;
+
+	if (tgid == parent_tgid)
+		return 0;
+	fresh.type = type_of_task(child);
+	/* Counting degrees, every fork in a window matters: the child, even of
+	 * no counted type, has a spawn edge it may carry into one. */
+	if (!degree && !fresh.type)
+		return 0;
+	open = in_window(bpf_ktime_get_boot_ns());
+	if (degree)
+		p = bpf_map_lookup_elem(&procs, &parent_tgid);
+
+	if (open) {
+		fresh.epoch = state.window.epoch;
+		fresh.degree = degree;
+		add_features(fresh.type, 1, degree);
 	}
-	add_alive(fresh.type, 1);
-	return bpf_map_lookup_elem(&procs, &tgid);
+	if (fresh.type || (degree && open))
+		save_proc(tgid, &fresh);
+	if (degree && open && p)
+		bump_degree(p);
+	return 0;
 }
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(mon_fork, struct task_struct *parent, struct task_struct *child)
 {
-	__u32 parent_tgid = parent->tgid;
-	__u32 child_tgid = child->tgid;
+	return on_fork(parent, child, false);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(mon_fork_deg, struct task_struct *parent, struct task_struct *child)
+{
+	return on_fork(parent, child, true);
+}
+
+static __always_inline int on_exec(struct task_struct *task, const bool degree)
+{
+	__u32 tgid = task->tgid;
+	struct proc_state *p = bpf_map_lookup_elem(&procs, &tgid);
 	struct proc_state fresh = {};
-	struct window_state *s;
-	struct proc_state *p;
-	bool open;
+	__u64 type, old = p ? p->type : 0;
+	__s64 carried = 0;
 
-	if (parent_tgid == child_tgid)
+	/* The kernel has set comm to the new executable's basename. */
+	type = type_of_task(task);
+	if (type == old)
 		return 0;
-	s = current_state();
-	if (!s)
-		return 0;
-	open = in_window(s, bpf_ktime_get_boot_ns());
 
-	fresh.type = type_of_task(child);
-	if (open) {
-		fresh.epoch = s->epoch;
-		fresh.degree = 1;
-		add_features(s, fresh.type, 1, cfg.track_degree);
+	if (in_window(bpf_ktime_get_boot_ns())) {
+		if (degree && p && p->epoch == state.window.epoch)
+			carried = p->degree;
+		add_features(old, -1, -carried);
+		add_features(type, 1, carried);
 	}
-	if (bpf_map_update_elem(&procs, &child_tgid, &fresh, BPF_ANY))
-		count_error(MONITOR_ERROR_PROCS_FULL);
-	add_alive(fresh.type, 1);
-
-	if (open && cfg.track_degree) {
-		p = lookup_proc(parent_tgid, parent);
-		if (p)
-			bump_degree(s, p);
+	if (p) {
+		p->type = type;
+	} else {
+		fresh.type = type;
+		save_proc(tgid, &fresh);
 	}
 	return 0;
 }
 
 SEC("tp_btf/sched_process_exec")
-int BPF_PROG(mon_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+int BPF_PROG(mon_exec, struct task_struct *task)
 {
-	__u32 tgid = task->tgid;
-	struct proc_state *p = bpf_map_lookup_elem(&procs, &tgid);
-	struct window_state *s = current_state();
-	struct proc_state fresh = {};
-	__s64 carried = 0;
-	__u32 type;
-
-	if (!s)
-		return 0;
-	/* The kernel has set comm to the new executable's basename. */
-	type = type_of_task(task);
-	if (!p) {
-		fresh.type = type;
-		if (bpf_map_update_elem(&procs, &tgid, &fresh, BPF_ANY))
-			count_error(MONITOR_ERROR_PROCS_FULL);
-		add_alive(type, 1);
-		return 0;
-	}
-	if (p->type == type)
-		return 0;
-
-	add_alive(p->type, -1);
-	add_alive(type, 1);
-	if (in_window(s, bpf_ktime_get_boot_ns())) {
-		if (cfg.track_degree && p->epoch == s->epoch)
-			carried = p->degree;
-		add_features(s, p->type, -1, -carried);
-		add_features(s, type, 1, carried);
-	}
-	p->type = type;
-	return 0;
+	return on_exec(task, false);
 }
 
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(mon_exec_deg, struct task_struct *task)
+{
+	return on_exec(task, true);
+}
+
+/* A process that exits leaves procs; the count of its type in the open
+ * window does not change, as a node stays in the graph when its process
+ * exits. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(mon_exit, struct task_struct *task, bool group_dead)
 {
 	__u32 tgid = task->tgid;
-	struct proc_state *p;
 
-	if (!group_dead)
-		return 0;
-	p = bpf_map_lookup_elem(&procs, &tgid);
-	if (!p)
-		return 0;
-	add_alive(p->type, -1);
-	bpf_map_delete_elem(&procs, &tgid);
+	if (group_dead)
+		bpf_map_delete_elem(&procs, &tgid);
 	return 0;
 }
 
-/* One connection end of the current process, when its type is counted. The
- * caller has checked that fd is a TCP or unix stream socket. */
-static __always_inline void connection_end(struct window_state *s)
-{
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct proc_state *p;
-
-	if (!in_window(s, bpf_ktime_get_boot_ns()))
-		return;
-	p = bpf_map_lookup_elem(&procs, &tgid);
-	if (p && p->type)
-		bump_degree(s, p);
-}
-
-/* Whether an accepted socket is the trigger. */
+/* Whether an accepted socket is the trigger: its local port, or the name
+ * it carries from its listener. */
 static __always_inline bool is_trigger(struct socket_info *info)
 {
-	char name[UNIX_PATH_LEN] = {};
-	struct sock *sk = info->sk;
-	__u16 name_len = 0, lport = 0;
-	__u8 family;
+	char name[UNIX_PATH_LEN];
+	struct unix_address *addr;
+	__u32 i;
 
-	/* cfg is read-only, so the verifier drops the branch not taken. */
-	if (cfg.trigger_kind == TRIGGER_UNIX) {
-		if (info->family != AF_UNIX)
+	if (cfg.trigger_kind == TRIGGER_TCP)
+		return info->family != AF_UNIX && info->sk->__sk_common.skc_num == cfg.trigger_port;
+	if (cfg.trigger_kind != TRIGGER_UNIX || info->family != AF_UNIX)
+		return false;
+
+	/* Most accepted unix sockets fail on the length alone. addr->len
+	 * counts sun_family too. */
+	addr = kernel_cast(info->sk, struct unix_sock)->addr;
+	if (!addr || addr->len != cfg.trigger_path_len + SUN_PATH_OFFSET ||
+	    cfg.trigger_path_len > UNIX_PATH_LEN)
+		return false;
+	bpf_probe_read_kernel(name, cfg.trigger_path_len,
+			      (void *)addr + bpf_core_field_offset(struct unix_address, name) +
+				      SUN_PATH_OFFSET);
+#pragma clang loop unroll(disable)
+	for (i = 0; i < cfg.trigger_path_len && i < UNIX_PATH_LEN; i++) {
+		if (name[i] != cfg.trigger_path[i])
 			return false;
-		family = FAMILY_UNIX;
-		name_len = read_unix_path(name, sk);
-	} else {
-		if (info->family == AF_UNIX)
-			return false;
-		family = FAMILY_INET;
-		lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	}
-	return matches_trigger(family, lport, name, name_len, cfg.trigger_kind, cfg.trigger_port,
-			       cfg.trigger_path, cfg.trigger_path_len);
+	return true;
+}
+
+/* Count one process of procs into the opening window's count of its type;
+ * slot is the opening window's parity. */
+static long count_alive(struct bpf_map *map, __u32 *tgid, struct proc_state *p, __u64 *slot)
+{
+	__u64 type = p->type;
+
+	/* Keeps clang from checking one copy of type and indexing with another,
+	 * which the verifier rejects as unbounded. */
+	barrier_var(type);
+	if (type && type <= MAX_NODE_TYPES)
+		state.features[*slot & 1][type].count += 1;
+	return 0;
 }
 
 /* Count a request, opening a window when the last request is older than the
  * quiet time. */
-static __always_inline void request(struct window_state *s)
+static __always_inline void request(__u64 now)
 {
-	__u64 now = bpf_ktime_get_boot_ns();
-	struct window_meta previous;
-	__u32 base, type;
-	__u64 epoch;
+	struct window_state *w = &state.window;
+	__u64 seen = __sync_fetch_and_add(&w->requests, 1);
+	__u64 slot = (w->epoch + 1) & 1, type;
 
-	if (!s)
-		return;
-	if (!in_window(s, now)) {
-		/* Open the next window: its counts start from the live processes.
-		 * Two CPUs may both get here; both write the same counts and the
-		 * compare-and-swap lets one of them advance the epoch. */
-		epoch = s->epoch;
-		base = ((epoch + 1) & 1) * (MAX_NODE_TYPES + 1);
+	if (!in_window(now)) {
+		/* One CPU opens the next window; a request on another CPU
+		 * meanwhile counts into none. The other programs see the new
+		 * window only once last_request_ns moves, after its counts
+		 * start from the live processes and the epoch has moved. */
+		if (__sync_val_compare_and_swap(&w->opening, 0, 1) != 0)
+			return;
 #pragma clang loop unroll(disable)
-		for (type = 1; type <= MAX_NODE_TYPES; type++) {
-			__u32 index = base + type;
-			struct node_features *f;
-			__s64 *live;
-
-			if (type > cfg.node_types)
-				break;
-			f = bpf_map_lookup_elem(&windows, &index);
-			live = bpf_map_lookup_elem(&alive, &type);
-			if (!f || !live)
-				break;
-			f->count = *live;
-			f->degree = 0;
+		for (type = 1; type <= cfg.node_types && type <= MAX_NODE_TYPES; type++) {
+			state.features[slot][type].count = 0;
+			state.features[slot][type].degree = 0;
 		}
-		previous = s->current;
-		if (__sync_val_compare_and_swap(&s->epoch, epoch, epoch + 1) == epoch) {
-			s->previous = previous;
-			s->current.open_ns = now;
-			s->current.requests = 0;
-		}
+		bpf_for_each_map_elem(&procs, count_alive, &slot, 0);
+		w->previous.open_ns = w->current.open_ns;
+		w->previous.first_request = w->current.first_request;
+		w->previous.last_request_ns = w->last_request_ns;
+		w->current.open_ns = now;
+		w->current.first_request = seen;
+		w->epoch += 1;
+		w->last_request_ns = now;
+		w->opening = 0;
+		return;
 	}
-	s->current.last_request_ns = now;
-	__sync_fetch_and_add(&s->current.requests, 1);
-	__sync_fetch_and_add(&s->total_requests, 1);
+	w->last_request_ns = now;
 }
 
-static __always_inline int handle_accept(long ret)
+static __always_inline int on_accept(struct trace_event_raw_sys_exit *ctx, const bool degree)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct window_state *s = current_state();
 	struct socket_info info = {};
+	struct proc_state *p;
+	__u32 tgid;
+	__u64 now;
 
-	if (ret < 0 || !s || !socket_of_fd(task, (__u32)ret, &info))
+	if (ctx->ret < 0 || !socket_of_fd(bpf_get_current_task_btf(), ctx->ret, &info))
 		return 0;
+	now = bpf_ktime_get_boot_ns();
 	if (is_trigger(&info))
-		request(s);
-	if (cfg.track_degree)
-		connection_end(s);
+		request(now);
+	if (!degree)
+		return 0;
+
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	p = bpf_map_lookup_elem(&procs, &tgid);
+	if (p && p->type && in_window(now))
+		bump_degree(p);
 	return 0;
+}
+
+/* Each accept program is attached at sys_exit_accept4 and sys_exit_accept. */
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int mon_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_accept(ctx, false);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int mon_accept4(struct trace_event_raw_sys_exit *ctx)
+int mon_accept_deg(struct trace_event_raw_sys_exit *ctx)
 {
-	return handle_accept(ctx->ret);
+	return on_accept(ctx, true);
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept")
-int mon_accept(struct trace_event_raw_sys_exit *ctx)
-{
-	return handle_accept(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_enter_connect")
-int mon_enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, tid = (__u32)id;
-	__u32 fd = (__u32)ctx->args[0];
-	struct proc_state *p = bpf_map_lookup_elem(&procs, &tgid);
-
-	if (!p || !p->type)
-		return 0;
-	if (bpf_map_update_elem(&connect_fds, &tid, &fd, BPF_ANY))
-		count_error(MONITOR_ERROR_CONNECT_FULL);
-	return 0;
-}
-
+/* A connect that succeeded or is in progress, by a process of a counted
+ * type. The fd is the syscall's first argument, still in the task's saved
+ * user registers at syscall exit. */
 SEC("tracepoint/syscalls/sys_exit_connect")
-int mon_exit_connect(struct trace_event_raw_sys_exit *ctx)
+int mon_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u32 *fd = bpf_map_lookup_elem(&connect_fds, &tid);
-	struct window_state *s = current_state();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct proc_state *p = bpf_map_lookup_elem(&procs, &tgid);
 	struct socket_info info = {};
-	long ret = ctx->ret;
-	__u32 saved;
+	struct task_struct *task;
+	__u64 fd;
 
-	if (!fd)
+	if (!p || !p->type || (ctx->ret != 0 && ctx->ret != -EINPROGRESS))
 		return 0;
-	saved = *fd;
-	bpf_map_delete_elem(&connect_fds, &tid);
-	if ((ret == 0 || ret == -EINPROGRESS) && s && socket_of_fd(task, saved, &info))
-		connection_end(s);
+	if (!in_window(bpf_ktime_get_boot_ns()))
+		return 0;
+	task = bpf_get_current_task_btf();
+	fd = PT_REGS_PARM1_SYSCALL((struct pt_regs *)bpf_task_pt_regs(task));
+	if (socket_of_fd(task, fd, &info))
+		bump_degree(p);
 	return 0;
 }
 
-/* Fill procs and alive from the processes alive at start-up. */
+/* Fill procs with the processes of counted types alive at start-up, and
+ * write the tgid of each process visited. */
 SEC("iter/task")
 int mon_snapshot(struct bpf_iter__task *ctx)
 {
@@ -425,10 +363,9 @@ int mon_snapshot(struct bpf_iter__task *ctx)
 	if (!task || task->pid != task->tgid)
 		return 0;
 	tgid = task->tgid;
-	fresh.type = type_of_task(task);
-	if (bpf_map_update_elem(&procs, &tgid, &fresh, BPF_NOEXIST))
-		return 0;
-	add_alive(fresh.type, 1);
 	bpf_seq_write(ctx->meta->seq, &tgid, sizeof(tgid));
+	fresh.type = type_of_task(task);
+	if (fresh.type)
+		bpf_map_update_elem(&procs, &tgid, &fresh, BPF_NOEXIST);
 	return 0;
 }

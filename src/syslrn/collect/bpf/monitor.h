@@ -1,22 +1,21 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
-/* Maps and configuration of the tailored monitor, shared with
+/* Configuration and counters of the tailored monitor, shared with
  * syslrn.monitor.kernel, which mirrors them with ctypes. */
 #ifndef SYSLRN_MONITOR_H
 #define SYSLRN_MONITOR_H
 
-/* Node types one monitor counts at most. */
+/* Node types one monitor counts at most. Index 0 stands for "not counted". */
 #define MAX_NODE_TYPES 64
 
 enum monitor_error {
 	MONITOR_ERROR_PROCS_FULL = 0,
-	MONITOR_ERROR_CONNECT_FULL = 1,
 	MONITOR_ERROR_MAX = 4,
 };
 
 struct monitor_config {
 	__u64 quiet_ns;
 	__u32 node_types;
-	__u32 track_degree;
+	__u32 pad0;
 	__u32 trigger_kind;
 	__u32 trigger_port;
 	__u32 trigger_path_len;
@@ -24,9 +23,13 @@ struct monitor_config {
 	char trigger_path[UNIX_PATH_LEN];
 };
 
+/* A process of a counted node type, or a process of no counted type that
+ * was forked in a window and may exec into one. */
 struct proc_state {
 	__u32 type;
-	__u32 epoch;
+	__u32 pad;
+	/* The window that degree was counted in. */
+	__u64 epoch;
 	__s64 degree;
 };
 
@@ -37,18 +40,35 @@ struct node_features {
 
 struct window_meta {
 	__u64 open_ns;
+	/* Requests before the window's first. */
+	__u64 first_request;
+	/* The window's last request; for the current window, see
+	 * window_state.last_request_ns. */
 	__u64 last_request_ns;
-	__u64 requests;
 };
 
-/* The current window, and the previous one kept whole when the next opens,
- * so a window that closed before user space polled can still be read until
- * a second one opens. */
+/* The current window and the one before it, so that a window that closed
+ * before user space polled can still be read until a second one opens. A
+ * window's requests are the next window's first_request, or the total for
+ * the current one, minus its own first_request. */
 struct window_state {
 	__u64 epoch;
+	__u64 requests;
+	__u64 last_request_ns;
+	/* Set while one CPU opens the next window; user space reads again
+	 * when it finds it set. */
+	__u64 opening;
 	struct window_meta current;
 	struct window_meta previous;
-	__u64 total_requests;
+};
+
+/* Everything the programs count, as one global in .bss: the programs reach
+ * it without a map lookup, and user space reads it through one mmap. */
+struct monitor_state {
+	struct window_state window;
+	/* The features of the two windows in meta, by epoch parity. */
+	struct node_features features[2][MAX_NODE_TYPES + 1];
+	__u64 errors[MONITOR_ERROR_MAX];
 };
 
 #endif

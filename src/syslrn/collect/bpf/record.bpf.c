@@ -206,7 +206,7 @@ int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
 
 static __always_inline void emit_socket(__u8 kind, __u32 fd, bool in_progress)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct socket_info info = {};
 	struct event *e;
 	__u32 path_len;

@@ -15,49 +15,55 @@
 #define SUN_PATH_OFFSET 2
 
 struct socket_info {
+	struct socket *sock;
 	struct sock *sk;
 	__u16 family;
 	bool read_failed;
 };
 
+/* bpf_core_cast() of libbpf 1.3, spelled out for the older headers of
+ * Debian 12. The verifier turns the call into a plain move and lets the
+ * program read the result's fields directly, one instruction each. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define kernel_cast(ptr, type) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
+
 /* Find the stream socket behind fd in task's file table. Returns false for
- * anything but a TCP or unix stream socket, or when a read failed. */
-static __always_inline bool socket_of_fd(struct task_struct *task, __u32 fd,
+ * anything but a TCP or unix stream socket, or when a read failed. task
+ * must be a BTF pointer (bpf_get_current_task_btf() or a tp_btf argument):
+ * its fields are read directly, and a read through a NULL pointer gives 0. */
+static __always_inline bool socket_of_fd(struct task_struct *task, __u64 fd,
 					 struct socket_info *info)
 {
-	struct file **fds;
+	struct fdtable *fdt = task->files->fdt;
 	struct file *file = NULL;
 	struct socket *sock;
 	struct sock *sk;
-	__u16 type;
 
-	if (fd >= BPF_CORE_READ(task, files, fdt, max_fds)) {
+	/* fdt->fd is an array of pointers, which the verifier does not let a
+	 * program index directly, so its entry is copied. */
+	if (fd >= fdt->max_fds || bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]) ||
+	    !file) {
 		info->read_failed = true;
 		return false;
 	}
-	fds = BPF_CORE_READ(task, files, fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file) {
-		info->read_failed = true;
-		return false;
-	}
-	sock = BPF_CORE_READ(file, private_data);
-	sk = BPF_CORE_READ(sock, sk);
+	sock = kernel_cast(kernel_cast(file, struct file)->private_data, struct socket);
+	sk = sock->sk;
 	if (!sk) {
 		info->read_failed = true;
 		return false;
 	}
 
-	type = BPF_CORE_READ(sk, sk_type);
-	info->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (type != SOCK_STREAM)
+	info->family = sk->__sk_common.skc_family;
+	if (sk->sk_type != SOCK_STREAM)
 		return false;
 	if (info->family == AF_INET || info->family == AF_INET6) {
 		/* sk_protocol is a plain u16 since Linux 5.6. */
-		if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		if (sk->sk_protocol != IPPROTO_TCP)
 			return false;
 	} else if (info->family != AF_UNIX) {
 		return false;
 	}
+	info->sock = sock;
 	info->sk = sk;
 	return true;
 }
@@ -96,12 +102,15 @@ static __always_inline void fill_unix_path(struct event *e, struct sock *named)
 static __always_inline void fill_socket(struct event *e, struct socket_info *info,
 					bool is_connect, __u64 key)
 {
+	struct socket *sock = info->sock;
 	struct sock *sk = info->sk;
 	struct sock *peer;
 	struct pid *peer_pid;
 
 	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	e->sock_id = (__u64)sk ^ key;
+	/* sk is a BTF pointer, on which the verifier allows no arithmetic;
+	 * its value is read again as a plain number. */
+	e->sock_id = (__u64)BPF_CORE_READ(sock, sk) ^ key;
 
 	if (info->family == AF_UNIX) {
 		e->family = FAMILY_UNIX;
