@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -171,3 +173,63 @@ def test_window_closes_and_next_opens(own_binaries):
     assert first.values == {"count:slt-true": 1}
     assert second.requests == 2
     assert second.values == {"count:slt-true": 0}
+
+
+def _accept_unix(address, times):
+    """Connect to and accept on a fresh listener at ``address``, ``times`` times."""
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(address)
+    server.listen(8)
+    try:
+        for _ in range(times):
+            client = socket.socket(socket.AF_UNIX)
+            client.connect(address)
+            conn, _ = server.accept()
+            conn.close()
+            client.close()
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def short_dir():
+    """A directory with a short path: pytest's own leave little of the 107
+    bytes a unix socket path may have."""
+    directory = tempfile.mkdtemp(prefix="slt", dir="/tmp")
+    yield directory
+    shutil.rmtree(directory)
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize("length", [1, 7, 8, 9, 20, 60, 90])
+def test_unix_trigger_matches_name_only(short_dir, length):
+    # The kernel compares the name eight bytes at a time: names around a
+    # multiple of eight, and a neighbour that differs in its last byte only.
+    name = "n" * length
+    path = os.path.join(short_dir, name)
+    neighbour = os.path.join(short_dir, name[:-1] + "Z")
+    plan = make_plan(_model("count:slt-none"))
+    probes = MonitorProbes(plan, parse_trigger(f"unix:{path}"), quiet_s=5.0)
+    probes.load()
+    try:
+        _accept_unix(path, 3)
+        _accept_unix(neighbour, 2)
+        state = probes.state()
+    finally:
+        probes.close()
+    assert state.total_requests == 3
+
+
+@pytest.mark.bpf
+def test_abstract_unix_trigger_matches_name_only():
+    name = f"slt-trigger-{os.getpid()}"
+    plan = make_plan(_model("count:slt-none"))
+    probes = MonitorProbes(plan, parse_trigger(f"unix:@{name}"), quiet_s=5.0)
+    probes.load()
+    try:
+        _accept_unix("\0" + name, 2)
+        _accept_unix("\0" + name[:-1] + "Z", 3)
+        state = probes.state()
+    finally:
+        probes.close()
+    assert state.total_requests == 2

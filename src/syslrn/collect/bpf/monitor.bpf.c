@@ -219,7 +219,8 @@ int BPF_PROG(mon_exit, struct task_struct *task, bool group_dead)
  * it carries from its listener. */
 static __always_inline bool is_trigger(struct socket_info *info)
 {
-	char name[UNIX_PATH_LEN];
+	const volatile __u64 *want = (const volatile __u64 *)cfg.trigger_path;
+	__u64 name[UNIX_PATH_LEN / 8 + 1];
 	struct unix_address *addr;
 	__u32 i;
 
@@ -234,12 +235,16 @@ static __always_inline bool is_trigger(struct socket_info *info)
 	if (!addr || addr->len != cfg.trigger_path_len + SUN_PATH_OFFSET ||
 	    cfg.trigger_path_len > UNIX_PATH_LEN)
 		return false;
+	/* Eight bytes at a time. cfg.trigger_path is zero-padded, so the
+	 * last word read is zeroed first, and only the name's own bytes are
+	 * read: the kernel's copy of it ends there. */
+	name[cfg.trigger_path_len / 8] = 0;
 	bpf_probe_read_kernel(name, cfg.trigger_path_len,
 			      (void *)addr + bpf_core_field_offset(struct unix_address, name) +
 				      SUN_PATH_OFFSET);
 #pragma clang loop unroll(disable)
-	for (i = 0; i < cfg.trigger_path_len && i < UNIX_PATH_LEN; i++) {
-		if (name[i] != cfg.trigger_path[i])
+	for (i = 0; i < (cfg.trigger_path_len + 7) / 8 && i < UNIX_PATH_LEN / 8 + 1; i++) {
+		if (name[i] != want[i])
 			return false;
 	}
 	return true;
