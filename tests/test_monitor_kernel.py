@@ -58,6 +58,30 @@ def test_plan_rejects_types_sharing_comm_prefix():
         make_plan(_model("count:averyverylongname-a", "count:averyverylongname-b"))
 
 
+def test_plan_rejects_empty_node_type():
+    with pytest.raises(ModelError, match="names no node type"):
+        make_plan(_model("count:"))
+
+
+def test_plan_rejects_duplicate_feature():
+    with pytest.raises(ModelError, match="appears twice"):
+        make_plan(_model("count:sh", "count:sh"))
+
+
+def test_plan_cuts_non_ascii_type_by_bytes():
+    # Six three-byte characters: 22 bytes, of which the kernel keeps 15,
+    # ending inside the fourth character.
+    plan = make_plan(_model("count:slt-\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac"))
+    comm = plan.node_types[0].comm.encode("utf-8", errors="surrogateescape")
+    assert comm == "slt-\u20ac\u20ac\u20ac".encode() + b"\xe2\x82"
+    assert "longer than 15 bytes" in plan.warnings[0]
+
+
+def test_plan_rejects_non_ascii_types_sharing_prefix():
+    with pytest.raises(ModelError, match="share the 15-byte prefix"):
+        make_plan(_model("count:slt-\u20ac\u20ac\u20ac\u20aca", "count:slt-\u20ac\u20ac\u20ac\u20acb"))
+
+
 def test_plan_warns_on_long_type():
     plan = make_plan(_model("count:averyverylongname-a"))
     assert plan.node_types[0].comm == "averyverylongna"
@@ -145,6 +169,28 @@ def test_window_counts_children_per_request(own_binaries):
     }
     assert after.epoch == 1
     assert after.current.requests == 3
+
+
+@pytest.mark.bpf
+def test_non_ascii_type_counted_by_its_bytes(tmp_path):
+    # The kernel cuts this comm inside a character; the plan's key must be
+    # the same 15 bytes.
+    name = "slt-\u20ac\u20ac\u20ac\u20ac\u20ac\u20ac"
+    child = tmp_path / name
+    shutil.copy("/bin/true", child)
+    plan = make_plan(_model(f"count:{name}"))
+    server = _Server()
+    probes = MonitorProbes(plan, parse_trigger(f"tcp:{server.port}"), quiet_s=0.5)
+    probes.load()
+    try:
+        server.request()
+        subprocess.run([str(child)], check=True)
+        state = probes.state()
+        window = probes.window(state.epoch, state.current)
+    finally:
+        probes.close()
+        server.close()
+    assert window.values == {f"count:{name}": 1}
 
 
 @pytest.mark.bpf

@@ -229,6 +229,23 @@ def test_monitor_alerts_on_missing_child(server, model_path):
     assert "count:slp-child" in faulty.human()
 
 
+def test_monitor_logs_window_open_at_stop(server, model_path, caplog):
+    model = load_model(model_path)
+    monitor = Monitor(model, parse_trigger(server.trigger), quiet_s=5.0, poll_s=0.1)
+    stop = threading.Event()
+    thread = threading.Thread(target=monitor.run, args=(stop,))
+    with caplog.at_level("WARNING", logger="syslrn.monitor.online"):
+        thread.start()
+        try:
+            assert monitor.started.wait(30)
+            server.request(2)
+        finally:
+            stop.set()
+            thread.join(30)
+    assert monitor.verdicts == []
+    assert "window 1 was still open at stop (2 requests so far)" in caplog.text
+
+
 def test_report_draws_recorded_runs(model_path, recorded_runs, tmp_path):
     out = tmp_path / "report"
     result = subprocess.run(

@@ -1,8 +1,9 @@
 """Build the BPF objects: vmlinux.h from the running kernel's BTF, then clang.
 
-Objects are CO-RE, so one build runs on other kernels with BTF too; they are
+Objects are CO-RE, so one build runs on other kernels with BTF too. They are
 cached per kernel release under ``$SYSLRN_BPF_DIR`` (default
-``~/.cache/syslrn/bpf/<release>``) and rebuilt when a source is newer.
+``~/.cache/syslrn/bpf/<release>``), named by a digest of their sources, so
+that two checkouts with different sources never load each other's objects.
 
 Run ``python -m syslrn.collect.build`` to build ahead of time, as
 scripts/setup does.
@@ -10,6 +11,7 @@ scripts/setup does.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -80,29 +82,41 @@ def vmlinux_header(out_dir: Path) -> Path:
     return header
 
 
-def _stale(obj: Path, sources: list[Path]) -> bool:
-    if not obj.exists():
-        return True
-    built = obj.stat().st_mtime
-    return any(src.stat().st_mtime > built for src in sources)
+#: Objects kept per program name; older builds of other sources are removed.
+KEEP_BUILDS = 8
+
+
+def _digest(sources: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _prune(out_dir: Path, name: str) -> None:
+    builds = sorted(
+        out_dir.glob(f"{name}.*.bpf.o"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    for old in builds[KEEP_BUILDS:]:
+        old.unlink(missing_ok=True)
 
 
 def build_object(name: str) -> Path:
     """Return the path of the BPF object ``name`` (e.g. ``record``), building it
-    first when it is missing or older than its sources."""
+    first when no object of its current sources is cached."""
     source = SOURCE_DIR / f"{name}.bpf.c"
     if not source.exists():
         raise BpfError(f"BPF source {source} not found")
     out_dir = cache_dir()
-    obj = out_dir / f"{name}.bpf.o"
     headers = sorted(SOURCE_DIR.glob("*.h"))
-    if not _stale(obj, [source, *headers]):
+    obj = out_dir / f"{name}.{_digest([source, *headers])}.bpf.o"
+    if obj.exists():
         return obj
 
     header = vmlinux_header(out_dir)
     clang = _require_tool("clang")
     arch = _TARGET_ARCH.get(platform.machine(), platform.machine())
-    tmp = obj.with_suffix(".tmp")
+    tmp = obj.with_suffix(f".{os.getpid()}.tmp")
     command = [
         clang,
         "-O2",
@@ -126,6 +140,7 @@ def build_object(name: str) -> Path:
         raise BpfError(f"clang failed to build {source.name}:\n{result.stderr.strip()}")
     tmp.replace(obj)
     log.info("built %s", obj)
+    _prune(out_dir, name)
     return obj
 
 

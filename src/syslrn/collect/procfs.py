@@ -21,9 +21,12 @@ _PF_KTHREAD = 0x00200000
 
 def _stat_fields(pid: int) -> list[str] | None:
     try:
-        text = (PROC / str(pid) / "stat").read_text()
+        raw = (PROC / str(pid) / "stat").read_bytes()
     except OSError:
         return None
+    # comm may end inside a UTF-8 character, cut by the kernel at 15 bytes;
+    # traces decode it the same way.
+    text = raw.decode("utf-8", errors="replace")
     # comm is in parentheses and may itself contain spaces or parentheses.
     head, _, tail = text.rpartition(")")
     comm = head.split("(", 1)[1]

@@ -18,7 +18,7 @@ from syslrn.collect.privileges import check_bpf_allowed
 from syslrn.collect.procfs import unseen_comms
 from syslrn.collect.trigger import Trigger, set_trigger
 from syslrn.errors import BpfError
-from syslrn.monitor.plan import MAX_NODE_TYPES, MonitorPlan
+from syslrn.monitor.plan import MAX_NODE_TYPES, MonitorPlan, kernel_comm
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class _RawState(ctypes.Structure):
 
 
 _PROC_STATE = struct.Struct("<IIQq")
+BPF_NOEXIST = 1
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,9 @@ class MonitorProbes:
                     obj.attach(obj.program(name), hook)
             self._snapshot()
         except BaseException:
+            if self._bss is not None:
+                self._bss.close()
+                self._bss = None
             obj.close()
             self.obj = None
             raise
@@ -182,11 +186,11 @@ class MonitorProbes:
     def _fill_names(self) -> None:
         names = self.obj.map("names")
         for node_type in self.plan.node_types:
-            key = node_type.comm.encode().ljust(16, b"\0")[:16]
+            key = kernel_comm(node_type.name).ljust(16, b"\0")
             names.update(key, struct.pack("<I", node_type.index))
 
     def _snapshot(self) -> None:
-        """Give every live process its node type, counting the live ones.
+        """Put every live process of a kept node type in procs.
 
         Processes the task iterator does not visit (pid 1 in some sandboxes)
         are added from procfs.
@@ -198,14 +202,18 @@ class MonitorProbes:
         for pid, comm in unseen_comms(seen).items():
             index = types.get(comm, 0)
             if index:
-                procs.update(struct.pack("<I", pid), _PROC_STATE.pack(index, 0, 0, 0), 1)
+                procs.update(
+                    struct.pack("<I", pid), _PROC_STATE.pack(index, 0, 0, 0), BPF_NOEXIST
+                )
 
     # -- reading -----------------------------------------------------------
 
     def _read(self) -> _RawState:
-        """Copy the programs' state, again while a window opens, so that the
-        copy does not mix two windows; ``opening`` and the epoch serve as a
-        sequence lock."""
+        """Copy the programs' state, and copy it again while a window opens.
+
+        ``opening`` and the epoch act as a sequence lock, so that the copy
+        does not mix two windows.
+        """
         for _ in range(1000):
             raw = _RawState.from_buffer_copy(self._bss)
             after = _RawWindow.from_buffer_copy(self._bss)

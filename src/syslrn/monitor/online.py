@@ -143,6 +143,7 @@ class Monitor:
             while not stop.wait(self.poll_s):
                 self.poll()
             self.poll()
+            self._report_open_window()
         finally:
             self.probes.close()
             log.info("monitor stopped after %d windows", self._judged)
@@ -168,6 +169,17 @@ class Monitor:
             meta = state.current if epoch == state.epoch else state.previous
             self._judge(self.probes.window(epoch, meta))
             self._judged = epoch
+
+    def _report_open_window(self) -> None:
+        """Log the window still open at stop: it is not judged, because its
+        quiet time has not passed and it may be short of requests."""
+        state = self.probes.state()
+        if state.epoch > self._judged:
+            log.warning(
+                "window %d was still open at stop (%d requests so far) and is not judged",
+                state.epoch,
+                state.current.requests,
+            )
 
     def _judge(self, window: WindowFeatures) -> None:
         detection = self.model.detect(window.values, window.requests)

@@ -98,11 +98,12 @@ class MonitorPlan:
         document = asdict(self)
         document["hooks"] = self.hooks
         document["counters"] = [
-            "procs (node type of each process of a counted type, and its "
+            "procs map (node type of each process of a kept type, and its "
             "degree in the window when degrees are counted)",
-            "features (count and degree per node type, for two windows)",
-            "window (epoch, open time, last request, requests)",
-            "errors (full maps)",
+            "names map (the kept node types' comm)",
+            ".bss: count and degree per node type for two windows, the "
+            "window's epoch, open time, last request and requests, and "
+            "full-map errors",
         ]
         document["probes"] = self.probes
         return document
@@ -115,6 +116,12 @@ class MonitorPlan:
             track_degree=bool(document["track_degree"]),
             warnings=list(document.get("warnings", [])),
         )
+
+
+def kernel_comm(name: str) -> bytes:
+    """Return the bytes of comm that the kernel keeps for a node type: the
+    first 15 bytes of its UTF-8 name, which may end inside a character."""
+    return name.encode("utf-8", errors="surrogateescape")[:COMM_MAX]
 
 
 def kept_features(model: dict[str, Any]) -> list[dict[str, Any]]:
@@ -146,6 +153,16 @@ def make_plan(model: dict[str, Any]) -> MonitorPlan:
                 f"kept feature {name!r} is not a bag-of-nodes feature "
                 "(count:T or degree:T); the monitor cannot count it in the kernel"
             )
+        if not node_type:
+            raise ModelError(
+                f"kept feature {name!r} names no node type; a node type is an "
+                "executable name, as in count:nginx"
+            )
+        if stat in stats_by_type.get(node_type, ()):
+            raise ModelError(
+                f"kept feature {name!r} appears twice in the model; keep one "
+                "entry per feature"
+            )
         stats_by_type.setdefault(node_type, set()).add(stat)
     if len(stats_by_type) > MAX_NODE_TYPES:
         raise ModelError(
@@ -154,20 +171,28 @@ def make_plan(model: dict[str, Any]) -> MonitorPlan:
         )
 
     node_types, warnings = [], []
-    seen_comms: dict[str, str] = {}
+    seen_comms: dict[bytes, str] = {}
     for index, name in enumerate(sorted(stats_by_type), start=1):
-        comm = name[:COMM_MAX]
-        if comm != name:
+        raw = kernel_comm(name)
+        comm = raw.decode("utf-8", errors="surrogateescape")
+        if raw != name.encode("utf-8", errors="surrogateescape"):
             warnings.append(
                 f"node type {name!r} is longer than {COMM_MAX} bytes; the kernel "
-                f"matches it by its prefix {comm!r}"
+                f"matches it by its prefix {raw!r}"
             )
-        if comm in seen_comms:
+        if "\ufffd" in name:
+            # Traces decode a comm that is not valid UTF-8 with U+FFFD, so
+            # the name no longer has the kernel's bytes.
+            warnings.append(
+                f"node type {name!r} has bytes that are not UTF-8 in the traces; "
+                "the kernel cannot match it, so its features will read 0"
+            )
+        if raw in seen_comms:
             raise ModelError(
-                f"node types {seen_comms[comm]!r} and {name!r} share the "
-                f"{COMM_MAX}-byte prefix {comm!r}, which the kernel cannot tell apart"
+                f"node types {seen_comms[raw]!r} and {name!r} share the "
+                f"{COMM_MAX}-byte prefix {raw!r}, which the kernel cannot tell apart"
             )
-        seen_comms[comm] = name
+        seen_comms[raw] = name
         node_types.append(
             NodeTypePlan(
                 name=name, comm=comm, index=index, stats=sorted(stats_by_type[name])

@@ -22,8 +22,8 @@
  *
  * Each program does the least its event needs. A process of no counted type
  * costs a hash lookup and nothing else. The live processes of each type are
- * not counted as they come and go but at a window's opening, from procs,
- * so exit only forgets a process. The counters live in one global, which a
+ * counted from procs when a window opens, not as they come and go, so exit
+ * only deletes a process's entry. The counters live in one global, which a
  * program reaches without a map lookup. */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -59,12 +59,14 @@ struct {
 } procs SEC(".maps");
 
 /* Whether now falls in the open window. Before the first window,
- * last_request_ns 0 makes this false once the host has been up longer than
- * the quiet time; earlier, the counts go to the window of epoch 0, which
- * user space never reads and the second window's opening clears. */
+ * last_request_ns is 0, which makes this false once the host has been up
+ * longer than the quiet time. On a host booted more recently, the counts go
+ * to the window of epoch 0, which user space never reads and the second
+ * window's opening clears. */
 static __always_inline bool in_window(__u64 now)
 {
-	return now - state.window.last_request_ns <= cfg.quiet_ns;
+	/* Signed: another CPU may have stored a request later than now. */
+	return (__s64)(now - state.window.last_request_ns) <= (__s64)cfg.quiet_ns;
 }
 
 /* Add to the open window's count and degree of a node type. A subprogram,
@@ -202,9 +204,9 @@ int BPF_PROG(mon_exec_deg, struct task_struct *task)
 	return on_exec(task, true);
 }
 
-/* A process that exits leaves procs; the count of its type in the open
- * window does not change, as a node stays in the graph when its process
- * exits. */
+/* A process that exits leaves procs. The count of its type in the open
+ * window does not change, because a node stays in the graph when its
+ * process exits. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(mon_exit, struct task_struct *task, bool group_dead)
 {

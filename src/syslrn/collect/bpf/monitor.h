@@ -4,7 +4,7 @@
 #ifndef SYSLRN_MONITOR_H
 #define SYSLRN_MONITOR_H
 
-/* Node types one monitor counts at most. Index 0 stands for "not counted". */
+/* Node types one monitor counts at most. Index 0 is "not counted". */
 #define MAX_NODE_TYPES 64
 
 enum monitor_error {
