@@ -40,14 +40,6 @@ struct {
 	__type(value, __u8);
 } driver_pids SEC(".maps");
 
-/* The fd passed to connect(), kept by thread id until connect returns. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
-	__type(value, __u32);
-} connect_fds SEC(".maps");
-
 #define SCRATCH_LEN (PATH_MAX_LEN + EVENT_STR_LEN)
 
 struct scratch {
@@ -204,7 +196,7 @@ int BPF_PROG(handle_exit, struct task_struct *task, bool group_dead)
 	return 0;
 }
 
-static __always_inline void emit_socket(__u8 kind, __u32 fd, bool in_progress)
+static __always_inline void emit_socket(__u8 kind, __u64 fd, bool in_progress)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct socket_info info = {};
@@ -236,36 +228,22 @@ static __always_inline void emit_socket(__u8 kind, __u32 fd, bool in_progress)
 	submit(e);
 }
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int handle_enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
-	__u32 fd = (__u32)ctx->args[0];
-
-	if ((id >> 32) == cfg.self_tgid)
-		return 0;
-	if (bpf_map_update_elem(&connect_fds, &tid, &fd, BPF_ANY))
-		count(COUNTER_MAP_FULL);
-	return 0;
-}
-
+/* The fd is connect's first argument, which the task's saved user
+ * registers still hold at syscall exit, so no entry program is needed. */
 SEC("tracepoint/syscalls/sys_exit_connect")
 int handle_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u32 *fd = bpf_map_lookup_elem(&connect_fds, &tid);
 	long ret = ctx->ret;
-	__u32 saved;
+	__u64 fd;
 
-	if (!fd)
+	if ((bpf_get_current_pid_tgid() >> 32) == cfg.self_tgid)
 		return 0;
-	saved = *fd;
-	bpf_map_delete_elem(&connect_fds, &tid);
 	/* A non-blocking TCP connect returns EINPROGRESS with its 4-tuple
 	 * already bound. */
-	if (ret == 0 || ret == -EINPROGRESS)
-		emit_socket(EVENT_CONNECT, saved, ret != 0);
+	if (ret != 0 && ret != -EINPROGRESS)
+		return 0;
+	fd = PT_REGS_PARM1_SYSCALL((struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
+	emit_socket(EVENT_CONNECT, fd, ret != 0);
 	return 0;
 }
 
