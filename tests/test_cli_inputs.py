@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
+from learn_workloads import write_shell_run
+from syslrn.model import FeatureEntry, Model
 from syslrn.trace import read_trace, table_from_rows, write_trace
 
 SYSLRN = [sys.executable, "-m", "syslrn"]
@@ -112,6 +115,93 @@ def test_train_refuses_to_overwrite_input(tmp_path):
     assert "is also the input" in result.stderr
     assert a.read_bytes() == before
     assert read_trace(a).table.num_rows == 1
+
+
+def _model_file(path, edit):
+    model = Model(
+        embedding={"name": "bag-of-nodes", "params": {}},
+        model={"name": "linear", "params": {}},
+        features=[
+            FeatureEntry(
+                name="count:worker",
+                node_type="worker",
+                stat="count",
+                kept=True,
+                r2=1.0,
+                slope=2.0,
+                intercept=0.0,
+                tolerance=1.0,
+            )
+        ],
+        training={"runs": 3, "requests": [4, 8, 12]},
+    )
+    document = model.to_dict()
+    edit(document)
+    path.write_text(json.dumps(document))
+    return path
+
+
+def _set_feature(**values):
+    return lambda document: document["features"][0].update(values)
+
+
+def _set_embedding(name):
+    return lambda document: document["embedding"].update(name=name)
+
+
+HAND_EDITS = [
+    pytest.param(
+        _set_feature(tolerance=-1),
+        {"detect": "tolerance=-1 is negative", "plan": "tolerance=-1 is negative"},
+        id="negative-tolerance",
+    ),
+    pytest.param(
+        _set_feature(tolerance="wide"),
+        {
+            "detect": "tolerance='wide' is not a number",
+            "plan": "tolerance='wide' is not a number",
+        },
+        id="text-tolerance",
+    ),
+    pytest.param(
+        _set_embedding("bag-of-nodez"),
+        {
+            "detect": "embedding 'bag-of-nodez' is unknown",
+            "plan": "embedding 'bag-of-nodez' cannot be monitored",
+        },
+        id="unknown-embedding",
+    ),
+    pytest.param(
+        _set_feature(kept=False),
+        {
+            "detect": "the model keeps no feature",
+            "plan": "the model keeps no feature",
+        },
+        id="no-kept-feature",
+    ),
+]
+
+
+@pytest.mark.parametrize("command", ["detect", "plan", "monitor"])
+@pytest.mark.parametrize(("edit", "messages"), HAND_EDITS)
+def test_hand_edited_model_rejected(tmp_path, command, edit, messages):
+    model = _model_file(tmp_path / "edited.json", edit)
+    run = write_shell_run(tmp_path / "run.parquet", 4, 2)
+    extra = {
+        "detect": [str(run)],
+        "plan": ["--no-sizes"],
+        # The model is checked before any probe is loaded. The duration
+        # bounds the run in case the check lets the model through.
+        "monitor": ["--trigger", "tcp:1", "--duration", "1"],
+    }
+
+    result = run_syslrn(command, str(model), *extra[command])
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"syslrn: error: {model}: " in result.stderr
+    assert messages.get(command, messages["plan"]) in result.stderr
+    assert "train the model again" in result.stderr
 
 
 def test_monitor_command_loads_no_heavy_library():

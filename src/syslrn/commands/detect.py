@@ -47,14 +47,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syslrn.model import load_model
+    from syslrn.model.file import load_model, require_kept_features
 
     model = load_model(args.model)
+    require_kept_features(model, args.model)
     runset = resolve_runs(args.runs, table_options(args))
     # A campaign directory also lists its startup and idle runs; only the
     # workload runs are judged. Files named one by one are judged as given.
     runs = [r for r in runset.runs if r.campaign is None or r.is_experiment]
-    rows = model_features(model, runset, runs)
+    rows = model_features(model, runset, runs, args.model)
     require_requests(runs)
     detections = [
         model.detect(row, r.requests) for r, row in zip(runs, rows, strict=True)

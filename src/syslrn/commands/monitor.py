@@ -10,8 +10,8 @@ import threading
 
 from syslrn.collect.trigger import parse_trigger
 from syslrn.commands._argtypes import positive_seconds, trigger_text
+from syslrn.commands.plan import load_planned_model
 from syslrn.errors import SyslrnError
-from syslrn.model.file import load_model
 from syslrn.monitor.metrics import MonitorMetrics
 from syslrn.monitor.online import AlertWriter, Monitor
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     # A service logs its start, attach, windows and stop without -v.
     if args.verbose == 0:
         logging.getLogger("syslrn.monitor").setLevel(logging.INFO)
-    model = load_model(args.model)
+    model, _ = load_planned_model(args.model)
     trigger = parse_trigger(args.trigger)
     # Closed in the finally below; the stream outlives any with-block here.
     try:

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.runs:
         runset = resolve_runs(args.runs, table_options(args))
         runs = [r for r in runset.runs if r.campaign is None or r.is_experiment]
-        rows = model_features(model, runset, runs)
+        rows = model_features(model, runset, runs, args.model)
         require_requests(runs)
         report_runs = [
             ReportRun(r.name, r.requests, row, model.detect(row, r.requests))

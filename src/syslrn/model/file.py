@@ -343,6 +343,19 @@ def load_model(path: str | os.PathLike) -> Model:
     return Model.from_dict(document, source=str(path))
 
 
+def require_kept_features(model: Model, source: str) -> None:
+    """Raise ModelError naming ``source`` when the model keeps no feature.
+
+    ``syslrn train`` writes no such model, but a hand edit can leave one,
+    and it would pass every run as normal.
+    """
+    if not model.kept_features:
+        raise ModelError(
+            f"{source}: the model keeps no feature, so it cannot flag any run; set "
+            f'"kept": true on at least one feature or {_RETRAIN}'
+        )
+
+
 def _check_field(
     value: Any, where: str, is_valid: Callable[[Any], bool], expected: str
 ) -> Any:
