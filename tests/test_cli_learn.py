@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from learn_workloads import write_shell_campaign, write_shell_run
+from learn_workloads import (
+    HOST,
+    shell_workload_rows,
+    write_shell_campaign,
+    write_shell_run,
+)
 from syslrn.cli import main
 from syslrn.model import load_model
 from syslrn.trace import read_trace, table_from_rows, write_trace
@@ -143,6 +149,46 @@ def test_model_training_facts(shell_runs, tmp_path):
     assert training["driver_excluded"] is False
     assert training["classes"]["worker"] == "workload-driven"
     assert training["classes"]["init"] == "system-background"
+
+
+def _prefix_warnings(records):
+    return [
+        r.getMessage()
+        for r in records
+        if r.levelno == logging.WARNING and "-byte prefix" in r.getMessage()
+    ]
+
+
+def test_train_warns_of_shared_comm_prefix(tmp_path, caplog):
+    # Each request forks one postgres-worker-a and one postgres-worker-b.
+    # Both names are 17 bytes and share the 15 bytes that comm keeps.
+    names = ("postgres-worker-a", "postgres-worker-b")
+    paths = []
+    for i, requests in enumerate((4, 8, 12, 16)):
+        rows = shell_workload_rows(requests, 2)
+        execs = [r for r in rows if r.get("filename") == "/usr/bin/worker"]
+        for j, row in enumerate(execs):
+            row["filename"] = f"/usr/bin/{names[j % 2]}"
+        meta = {"host": HOST, "requests": requests}
+        path = tmp_path / f"r{i}.parquet"
+        paths.append(write_trace(path, table_from_rows(rows), meta))
+
+    with caplog.at_level(logging.WARNING, logger="syslrn"):
+        assert _train(paths, tmp_path / "m.json") == 0
+
+    kept = {f.node_type for f in load_model(tmp_path / "m.json").kept_features}
+    assert set(names) <= kept
+    warnings = _prefix_warnings(caplog.records)
+    assert len(warnings) == 1
+    assert "'postgres-worker-a' and 'postgres-worker-b'" in warnings[0]
+    assert "15-byte prefix 'postgres-worker'" in warnings[0]
+
+
+def test_train_distinct_comms_no_warning(shell_runs, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="syslrn"):
+        assert _train(shell_runs.training, tmp_path / "m.json") == 0
+
+    assert _prefix_warnings(caplog.records) == []
 
 
 def test_train_without_kept_feature_writes_nothing(tmp_path, capsys):

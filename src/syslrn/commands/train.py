@@ -21,6 +21,7 @@ from syslrn.commands._learning import (
 )
 from syslrn.errors import SyslrnError
 from syslrn.evaluate.runs import Run, RunSet, load_graph, require_requests, resolve_runs
+from syslrn.monitor.plan import COMM_MAX
 from syslrn.trace.io import check_not_input
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         training=_training_facts(training, embedding),
     )
     model.training["classes"] = _classes(model, runset, embedding)
+    _warn_of_shared_comm_prefixes(model)
 
     print(format_features(model, top_rejected=args.top))
     print()
@@ -140,6 +142,29 @@ def _training_facts(runs: list[Run], embedding) -> dict[str, Any]:
         "durations_s": [r.duration_s for r in runs],
         "quiet_gap_s": max(gaps) if gaps else None,
     }
+
+
+def _warn_of_shared_comm_prefixes(model: Model) -> None:
+    """Log a warning for kept node types that share their first COMM_MAX bytes.
+
+    The kernel cuts a process's comm to COMM_MAX bytes, and the online
+    monitor distinguishes node types by comm only.
+    """
+    by_prefix: dict[bytes, list[str]] = {}
+    kept_types = sorted({f.node_type for f in model.kept_features if f.node_type})
+    for node_type in kept_types:
+        prefix = node_type.encode()[:COMM_MAX]
+        by_prefix.setdefault(prefix, []).append(node_type)
+    for prefix, node_types in by_prefix.items():
+        if len(node_types) > 1:
+            log.warning(
+                "kept node types %s share the %d-byte prefix %r, which is all of "
+                "their comm that the kernel keeps, so the online monitor cannot "
+                "tell them apart (syslrn detect can)",
+                " and ".join(repr(t) for t in node_types),
+                COMM_MAX,
+                prefix.decode(errors="replace"),
+            )
 
 
 def _classes(model: Model, runset: RunSet, embedding) -> dict[str, str]:
