@@ -135,6 +135,93 @@ def test_report_writes_pictures(shell_runs, tmp_path, capsys):
     assert "index.html" in capsys.readouterr().out
 
 
+def _report(model_path, runs, out_dir, *extra):
+    return main(
+        ["report", str(model_path), *map(str, runs), "-o", str(out_dir), *extra]
+    )
+
+
+@pytest.mark.parametrize("first", ["normal", "missing_child"])
+def test_report_draws_first_given_run(shell_runs, tmp_path, capsys, first):
+    model_path = tmp_path / "model.json"
+    _train(shell_runs.training, model_path)
+    capsys.readouterr()
+    second = "missing_child" if first == "normal" else "normal"
+    runs = [getattr(shell_runs, first), getattr(shell_runs, second)]
+
+    assert _report(model_path, runs, tmp_path / "report") == 0
+
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert f"System graph of {runs[0]}</h2>" in html
+    assert f"system graph of {runs[0]})" in capsys.readouterr().out
+
+
+def test_report_graph_run_names_campaign_run(shell_runs, tmp_path, capsys):
+    directory = _campaign(tmp_path, shell_runs)
+    model_path = tmp_path / "model.json"
+    _train(shell_runs.training, model_path)
+    capsys.readouterr()
+
+    assert _report(model_path, [directory], tmp_path / "default") == 0
+    assert (
+        "System graph of fail-0</h2>" in (tmp_path / "default/index.html").read_text()
+    )
+
+    assert (
+        _report(model_path, [directory], tmp_path / "startup", "--graph-run", "start")
+        == 0
+    )
+    assert "System graph of start</h2>" in (tmp_path / "startup/index.html").read_text()
+
+    trace = directory / "fail-1.parquet"
+    assert (
+        _report(model_path, [directory], tmp_path / "path", "--graph-run", str(trace))
+        == 0
+    )
+    assert "System graph of fail-1</h2>" in (tmp_path / "path/index.html").read_text()
+
+
+def test_report_rejects_unknown_graph_run(shell_runs, tmp_path, capsys):
+    model_path = tmp_path / "model.json"
+    _train(shell_runs.training, model_path)
+    capsys.readouterr()
+
+    status = _report(
+        model_path, [shell_runs.normal], tmp_path / "report", "--graph-run", "other"
+    )
+
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "--graph-run other: no such run among the inputs" in err
+    assert str(shell_runs.normal) in err
+
+
+def test_report_rejects_missing_parent(shell_runs, tmp_path, capsys):
+    model_path = tmp_path / "model.json"
+    _train(shell_runs.training, model_path)
+    capsys.readouterr()
+    out_dir = tmp_path / "no-such-dir" / "report"
+
+    assert _report(model_path, [shell_runs.normal], out_dir) == 2
+    assert (
+        f"output {out_dir}: directory {out_dir.parent} does not exist; create it first"
+        in capsys.readouterr().err
+    )
+    assert not out_dir.parent.exists()
+
+
+def test_report_rejects_file_output(shell_runs, tmp_path, capsys):
+    model_path = tmp_path / "model.json"
+    _train(shell_runs.training, model_path)
+    capsys.readouterr()
+    out_file = tmp_path / "report.html"
+    out_file.write_text("keep")
+
+    assert _report(model_path, [shell_runs.normal], out_file) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert out_file.read_text() == "keep"
+
+
 def test_model_training_facts(shell_runs, tmp_path):
     model_path = tmp_path / "model.json"
     _train(shell_runs.training, model_path)
@@ -410,6 +497,20 @@ def test_feature_table_train_detect_evaluate(tmp_path, capsys, suffix):
     assert result["embedding"] == "feature-table"
     assert result["recall"] == 1.0
     assert result["per_fault"] == {"crash": {"runs": 2, "recall": 1.0}}
+
+
+def test_report_table_has_no_graph_run(tmp_path, capsys):
+    table = _feature_table(tmp_path, ".csv")
+    model_path = tmp_path / "model.json"
+    main(["train", str(table), "-o", str(model_path), *TABLE_OPTIONS])
+    capsys.readouterr()
+    out_dir = tmp_path / "report"
+
+    assert _report(model_path, [table], out_dir, *TABLE_OPTIONS) == 0
+    assert not (out_dir / "graph.png").exists()
+    status = _report(model_path, [table], out_dir, "--graph-run", "r0", *TABLE_OPTIONS)
+    assert status == 2
+    assert "a feature table has no system graphs" in capsys.readouterr().err
 
 
 def test_table_model_rejects_traces(tmp_path, shell_runs, capsys):

@@ -69,7 +69,8 @@ def write_report(
     ----------
     model : Model
     out_dir : Path
-        Created if missing.
+        Created if missing. Its parent must exist, so that a mistyped path
+        fails instead of creating a tree elsewhere.
     runs : sequence of ReportRun
         Runs to plot beside the training runs, coloured by verdict.
     graph : SystemGraph, optional
@@ -80,7 +81,7 @@ def write_report(
     Path
         The index.html written.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(exist_ok=True)
     classes = dict(model.training.get("classes") or {})
 
     figures = []
