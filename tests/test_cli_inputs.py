@@ -88,6 +88,18 @@ def test_record_rejects_bad_option(tmp_path, option, value):
     assert value in result.stderr
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
+def test_merge_rejects_bad_max_gap(tmp_path, value):
+    a = _trace(tmp_path / "a.parquet", host="a")
+    b = _trace(tmp_path / "b.parquet", host="b")
+    result = run_syslrn(
+        "merge", str(a), str(b), "-o", str(tmp_path / "m.parquet"), "--max-gap", value
+    )
+    assert result.returncode == 2
+    assert "give a number of seconds of 0 or more" in result.stderr
+    assert not (tmp_path / "m.parquet").exists()
+
+
 @pytest.mark.parametrize("value", ["nan", "0", "-1"])
 def test_monitor_rejects_bad_quiet(tmp_path, value):
     result = run_syslrn(

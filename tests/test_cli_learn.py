@@ -604,6 +604,37 @@ def test_merge_command_joins_hosts(tmp_path, capsys):
     assert not build_graph(trace).external.any()
 
 
+def _timed_trace(path, host, start_s, stop_s):
+    meta = {
+        "host": host,
+        "labels": {"phase": "workload"},
+        "started_unix_ns": int((1_700_000_000 + start_s) * 1e9),
+        "stopped_unix_ns": int((1_700_000_000 + stop_s) * 1e9),
+    }
+    rows = [dict(ts_ns=1, host=host, kind="snapshot", pid=5, start_ns=50, comm="sh")]
+    return write_trace(path, table_from_rows(rows), meta)
+
+
+def test_merge_command_checks_time_gap(tmp_path, capsys, caplog):
+    web = _timed_trace(tmp_path / "web.parquet", "web", 0, 10)
+    db = _timed_trace(tmp_path / "db.parquet", "db", 3600, 3610)
+    merged = tmp_path / "run.parquet"
+
+    assert main(["merge", str(web), str(db), "-o", str(merged)]) == 2
+    err = capsys.readouterr().err
+    assert "more than the maximum gap of 60 s" in err
+    assert "raise --max-gap" in err
+    assert not merged.exists()
+
+    with caplog.at_level(logging.WARNING, logger="syslrn"):
+        status = main(
+            ["merge", str(web), str(db), "-o", str(merged), "--max-gap", "7200"]
+        )
+    assert status == 0
+    assert any("do not overlap" in r.getMessage() for r in caplog.records)
+    assert read_trace(merged).meta["stopped_unix_ns"] == int(1_700_003_610 * 1e9)
+
+
 def test_merge_rejects_same_host(tmp_path, capsys):
     path = write_shell_run(tmp_path / "a.parquet", 2, 1)
 

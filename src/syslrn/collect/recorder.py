@@ -151,6 +151,9 @@ class Recorder:
             )
             obj.attach_all()
             self.started_ns = boottime_ns()
+            # Boot time is not comparable between hosts, so the wall clock
+            # is stored too, for syslrn merge to check that traces overlap.
+            self.started_unix_ns = time.time_ns()
             self._writer = TraceWriter(self.output, self._initial_meta(obj))
             snapshot = obj.iterate(obj.program("snapshot_tasks"))
         except BaseException:
@@ -198,6 +201,7 @@ class Recorder:
             "trigger": str(self.trigger) if self.trigger else None,
             "recorder_pid": os.getpid(),
             "started_ns": self.started_ns,
+            "started_unix_ns": self.started_unix_ns,
             "ringbuf_bytes": self.ringbuf_bytes,
             "complete": False,
             **self.extra_meta,
@@ -256,6 +260,7 @@ class Recorder:
         try:
             obj.detach()
             stopped_ns = boottime_ns()
+            stopped_unix_ns = time.time_ns()
             if self._error is None:
                 self._drain()
             self._flush()
@@ -264,6 +269,7 @@ class Recorder:
             lost = {k: v for k, v in counters.items() if k != "requests"}
             final = {
                 "stopped_ns": stopped_ns,
+                "stopped_unix_ns": stopped_unix_ns,
                 "duration_s": (stopped_ns - self.started_ns) / 1e9,
                 "requests": counters["requests"] if self.trigger else None,
                 "lost": lost,
