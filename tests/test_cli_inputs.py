@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 from learn_workloads import write_shell_run
+from syslrn.cli import build_parser
 from syslrn.model import FeatureEntry, Model
 from syslrn.trace import read_trace, table_from_rows, write_trace
 
@@ -214,6 +216,26 @@ def test_hand_edited_model_rejected(tmp_path, command, edit, messages):
     assert f"syslrn: error: {model}: " in result.stderr
     assert messages.get(command, messages["plan"]) in result.stderr
     assert "train the model again" in result.stderr
+
+
+def _parsers(parser, path="syslrn"):
+    """Yield every parser of the command line with its command path."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, f"{path} {name}")
+
+
+def test_every_command_help_has_description():
+    for path, parser in _parsers(build_parser()):
+        assert parser.description, f"{path} -h shows no description"
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                listed = {a.dest for a in action._choices_actions}
+                assert listed == set(action.choices), f"{path}: a command has no help"
+            else:
+                assert action.help, f"{path}: {action.dest} has no help"
 
 
 def test_monitor_command_loads_no_heavy_library():

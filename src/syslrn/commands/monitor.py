@@ -20,9 +20,23 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "monitor", help="monitor a service online with the probes a model needs"
+        "monitor",
+        help="monitor a service online with the probes a model needs",
+        description=(
+            "Load the eBPF programs of the model's plan (see syslrn plan) and "
+            "count its kept features in the kernel, in windows of requests. A "
+            "request is a connection accepted at the trigger socket, and a window "
+            "closes once no request came for the quiet time. Each closed window "
+            "is judged by the model's rule: a line per window goes to stderr, "
+            "and anomalies (every window with --all-windows) go as JSON lines to "
+            "stdout or --alerts. Needs "
+            "CAP_BPF and CAP_PERFMON, and runs until SIGINT or SIGTERM, or for "
+            "--duration."
+        ),
     )
-    parser.add_argument("model", help="model file (JSON) written by syslrn train")
+    parser.add_argument(
+        "model", metavar="MODEL", help="model file (JSON) written by syslrn train"
+    )
     parser.add_argument(
         "--trigger",
         required=True,

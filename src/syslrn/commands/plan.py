@@ -10,7 +10,7 @@ from syslrn.collect.privileges import missing_capabilities
 from syslrn.collect.trigger import TRIGGER_TCP, Trigger, parse_trigger
 from syslrn.errors import BpfError, ModelError
 from syslrn.model.file import Model, load_model, require_kept_features, save_model
-from syslrn.monitor.plan import MonitorPlan, make_plan
+from syslrn.monitor.plan import COMM_MAX, MAX_NODE_TYPES, MonitorPlan, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,20 @@ MONITORED_EMBEDDINGS = ("bag-of-nodes", "feature-table")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "plan", help="show the eBPF programs a model needs and their sizes"
+        "plan",
+        help="show the eBPF programs a model needs and their sizes",
+        description=(
+            "Derive from a model's kept features the eBPF programs, node type "
+            "filters and counters that syslrn monitor loads, and print them. With "
+            "CAP_BPF and CAP_PERFMON, also load the programs to count their "
+            "instructions. The model must keep bag-of-nodes features only, of at "
+            f"most {MAX_NODE_TYPES} node types that differ in their first "
+            f"{COMM_MAX} bytes."
+        ),
     )
-    parser.add_argument("model", help="model file (JSON) written by syslrn train")
+    parser.add_argument(
+        "model", metavar="MODEL", help="model file (JSON) written by syslrn train"
+    )
     parser.add_argument(
         "--trigger",
         default=None,
