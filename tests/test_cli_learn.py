@@ -82,6 +82,20 @@ def test_detect_flags_missing_child(shell_runs, tmp_path, capsys):
     assert "count:worker" in out
 
 
+def test_learning_output_singular_counts(shell_runs, tmp_path, capsys):
+    failure = write_shell_run(
+        tmp_path / "fail.parquet", 8, CHILDREN, missing=1, labels={"fault": "oom"}
+    )
+    model_path = tmp_path / "model.json"
+
+    assert _train([*shell_runs.training, failure], model_path) == 0
+    assert "leaving out 1 failure run: " in capsys.readouterr().out
+
+    one = write_shell_run(tmp_path / "one.parquet", 1, CHILDREN)
+    main(["detect", str(model_path), str(one)])
+    assert f"{one}: normal (1 request, 0 of " in capsys.readouterr().out
+
+
 def test_detect_json(shell_runs, tmp_path, capsys):
     model_path = tmp_path / "model.json"
     _train(shell_runs.training, model_path)

@@ -30,6 +30,7 @@ from syslrn.collect.libbpf import BpfObject, num_possible_cpus
 from syslrn.collect.privileges import check_bpf_allowed
 from syslrn.collect.ringbuf import RingBuffer
 from syslrn.collect.trigger import Trigger, parse_trigger, set_trigger
+from syslrn.text import format_count
 from syslrn.trace import TraceWriter, check_writable
 from syslrn.trace.schema import SCHEMA_VERSION
 
@@ -183,8 +184,8 @@ class Recorder:
         )
         if len(missing):
             log.info(
-                "task iterator missed %d processes (pids %s); read them from /proc",
-                len(missing),
+                "task iterator missed %s (pids %s); read them from /proc",
+                format_count(len(missing), "process", "processes"),
                 missing["pid"][:8].tolist(),
             )
         self._write(
@@ -285,15 +286,15 @@ class Recorder:
             self._obj = None
         if lost["reserve_failed"]:
             log.warning(
-                "%s: %d events lost (ring buffer reservations failed)",
+                "%s: %s lost (ring buffer reservations failed)",
                 path,
-                lost["reserve_failed"],
+                format_count(lost["reserve_failed"], "event"),
             )
         if self._error is not None:
             raise self._error
         meta = dict(self._writer.meta)
         meta.update(final)
-        log.info("recorded %d events to %s", self.events, path)
+        log.info("recorded %s to %s", format_count(self.events, "event"), path)
         return meta
 
     def __enter__(self) -> Recorder:

@@ -14,6 +14,7 @@ from syslrn.commands._learning import (
     table_options,
 )
 from syslrn.evaluate.runs import require_requests, resolve_runs
+from syslrn.text import format_count
 
 if TYPE_CHECKING:
     from syslrn.model import Detection
@@ -81,8 +82,9 @@ def format_detection(name: str, detection: Detection) -> str:
     deviating = detection.deviating()
     verdict = "ANOMALOUS" if deviating else "normal"
     lines = [
-        f"{name}: {verdict} ({detection.requests} requests, {len(deviating)} of "
-        f"{len(detection.features)} kept features outside tolerance)"
+        f"{name}: {verdict} ({format_count(detection.requests, 'request')}, "
+        f"{len(deviating)} of {format_count(len(detection.features), 'kept feature')} "
+        "outside tolerance)"
     ]
     if deviating:
         rows = [

@@ -6,6 +6,7 @@ import argparse
 
 from syslrn.commands._argtypes import non_negative_seconds
 from syslrn.graph.merge import MAX_GAP_S, merge_traces
+from syslrn.text import format_count
 from syslrn.trace.io import check_not_input, check_writable, read_trace, write_trace
 
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     table, meta = merge_traces(traces, max_gap_s=args.max_gap)
     write_trace(args.output, table, meta)
     print(
-        f"merged {len(traces)} traces ({table.num_rows} events, hosts "
+        f"merged {len(traces)} traces ({format_count(table.num_rows, 'event')}, hosts "
         f"{', '.join(meta['hosts'])}) into {args.output}"
     )
     return 0

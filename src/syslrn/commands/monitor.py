@@ -14,6 +14,7 @@ from syslrn.commands.plan import load_planned_model
 from syslrn.errors import SyslrnError
 from syslrn.monitor.metrics import MonitorMetrics
 from syslrn.monitor.online import AlertWriter, Monitor
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -125,5 +126,6 @@ def run(args: argparse.Namespace) -> int:
         if alerts is not sys.stdout:
             alerts.close()
     anomalies = sum(1 for v in verdicts if v.anomalous)
-    print(f"syslrn: {len(verdicts)} windows, {anomalies} anomalous", file=sys.stderr)
+    windows = format_count(len(verdicts), "window")
+    print(f"syslrn: {windows}, {anomalies} anomalous", file=sys.stderr)
     return 0

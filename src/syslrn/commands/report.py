@@ -10,6 +10,7 @@ from pathlib import Path
 from syslrn.commands._learning import add_table_options, model_features, table_options
 from syslrn.errors import SyslrnError
 from syslrn.evaluate.runs import Run, RunSet, load_graph, require_requests, resolve_runs
+from syslrn.text import format_count
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     )
     figures = len(list(out_dir.glob("*.png")))
     drawn = f", system graph of {graph.name}" if graph is not None else ""
-    print(f"report written to {index} ({figures} figures{drawn})")
+    print(f"report written to {index} ({format_count(figures, 'figure')}{drawn})")
     return 0
 
 

@@ -22,6 +22,7 @@ from syslrn.commands._learning import (
 from syslrn.errors import SyslrnError
 from syslrn.evaluate.runs import Run, RunSet, load_graph, require_requests, resolve_runs
 from syslrn.monitor.plan import COMM_MAX
+from syslrn.text import format_count
 from syslrn.trace.io import check_not_input
 
 if TYPE_CHECKING:
@@ -85,11 +86,13 @@ def run(args: argparse.Namespace) -> int:
     skipped = len(experiments) - len(training)
     if skipped:
         print(
-            f"leaving out {skipped} failure runs: a model learns failure-free runs only"
+            f"leaving out {format_count(skipped, 'failure run')}: a model learns "
+            "failure-free runs only"
         )
     if len(training) < MIN_TRAINING_RUNS:
         raise SyslrnError(
-            f"{len(training)} failure-free workload runs given; train needs at least "
+            f"{format_count(len(training), 'failure-free workload run')} given; "
+            "train needs at least "
             f"{MIN_TRAINING_RUNS} to judge a fit"
         )
 
@@ -215,7 +218,8 @@ def format_features(model: Model, top_rejected: int | None = None) -> str:
         headers, rows, right=[False, False, True, True, True, True, False]
     )
     if hidden:
-        table += f"\n... and {hidden} more rejected features (list them without --top)"
+        more = format_count(hidden, "more rejected feature")
+        table += f"\n... and {more} (list them without --top)"
     return table
 
 
@@ -228,14 +232,17 @@ def summary(model: Model, estimator) -> str:
     )
     if model.degenerate:
         fixed = model.training.get("fixed_requests")
+        location = "median" if estimator.name == "huber" else "mean"
+        verb = "is" if kept == 1 else "are"
         return (
-            f"all {runs} training runs had {fixed} requests (a fixed workload), so no "
-            "line can be fitted: each feature is expected at its training "
-            f"{'median' if estimator.name == 'huber' else 'mean'}, and the {kept} of "
-            f"{total} features whose spread is at most {estimator.stable_cv:g} of it are "
-            "kept; detection is valid for runs of that request count"
+            f"all {format_count(runs, 'training run')} had "
+            f"{format_count(fixed, 'request')} (a fixed workload), so no line can "
+            f"be fitted: each feature is expected at its training {location}, and "
+            f"the {kept} of {format_count(total, 'feature')} whose spread is at "
+            f"most {estimator.stable_cv:g} of it {verb} kept; detection is valid "
+            "for runs of that request count"
         )
     return (
-        f"kept {kept} of {total} features with R^2 >= {estimator.r2_threshold:g}, "
-        f"from {runs} training runs"
+        f"kept {kept} of {format_count(total, 'feature')} with R^2 >= "
+        f"{estimator.r2_threshold:g}, from {format_count(runs, 'training run')}"
     )

@@ -36,6 +36,7 @@ from syslrn.collect.trigger import parse_trigger
 from syslrn.errors import ModelError, SyslrnError
 from syslrn.model.detection import Detection
 from syslrn.model.rule import RULE, RULE_DESCRIPTION, expected_values
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +217,9 @@ class Model:
         fixed = self.training.get("fixed_requests")
         if self.degenerate and fixed is not None and int(requests) != int(fixed):
             detection.notes.append(
-                f"the model learned a fixed workload of {fixed} requests; "
-                f"this run has {requests}, so its expectations may not apply"
+                "the model learned a fixed workload of "
+                f"{format_count(int(fixed), 'request')}; this run has {requests}, "
+                "so its expectations may not apply"
             )
         return detection
 
