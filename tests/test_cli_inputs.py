@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
 
 import pytest
 
+from learn_workloads import write_shell_run
+from syslrn.cli import build_parser
+from syslrn.model import FeatureEntry, Model
 from syslrn.trace import read_trace, table_from_rows, write_trace
 
 SYSLRN = [sys.executable, "-m", "syslrn"]
@@ -85,6 +90,18 @@ def test_record_rejects_bad_option(tmp_path, option, value):
     assert value in result.stderr
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
+def test_merge_rejects_bad_max_gap(tmp_path, value):
+    a = _trace(tmp_path / "a.parquet", host="a")
+    b = _trace(tmp_path / "b.parquet", host="b")
+    result = run_syslrn(
+        "merge", str(a), str(b), "-o", str(tmp_path / "m.parquet"), "--max-gap", value
+    )
+    assert result.returncode == 2
+    assert "give a number of seconds of 0 or more" in result.stderr
+    assert not (tmp_path / "m.parquet").exists()
+
+
 @pytest.mark.parametrize("value", ["nan", "0", "-1"])
 def test_monitor_rejects_bad_quiet(tmp_path, value):
     result = run_syslrn(
@@ -112,6 +129,113 @@ def test_train_refuses_to_overwrite_input(tmp_path):
     assert "is also the input" in result.stderr
     assert a.read_bytes() == before
     assert read_trace(a).table.num_rows == 1
+
+
+def _model_file(path, edit):
+    model = Model(
+        embedding={"name": "bag-of-nodes", "params": {}},
+        model={"name": "linear", "params": {}},
+        features=[
+            FeatureEntry(
+                name="count:worker",
+                node_type="worker",
+                stat="count",
+                kept=True,
+                r2=1.0,
+                slope=2.0,
+                intercept=0.0,
+                tolerance=1.0,
+            )
+        ],
+        training={"runs": 3, "requests": [4, 8, 12]},
+    )
+    document = model.to_dict()
+    edit(document)
+    path.write_text(json.dumps(document))
+    return path
+
+
+def _set_feature(**values):
+    return lambda document: document["features"][0].update(values)
+
+
+def _set_embedding(name):
+    return lambda document: document["embedding"].update(name=name)
+
+
+HAND_EDITS = [
+    pytest.param(
+        _set_feature(tolerance=-1),
+        {"detect": "tolerance=-1 is negative", "plan": "tolerance=-1 is negative"},
+        id="negative-tolerance",
+    ),
+    pytest.param(
+        _set_feature(tolerance="wide"),
+        {
+            "detect": "tolerance='wide' is not a number",
+            "plan": "tolerance='wide' is not a number",
+        },
+        id="text-tolerance",
+    ),
+    pytest.param(
+        _set_embedding("bag-of-nodez"),
+        {
+            "detect": "embedding 'bag-of-nodez' is unknown",
+            "plan": "embedding 'bag-of-nodez' cannot be monitored",
+        },
+        id="unknown-embedding",
+    ),
+    pytest.param(
+        _set_feature(kept=False),
+        {
+            "detect": "the model keeps no feature",
+            "plan": "the model keeps no feature",
+        },
+        id="no-kept-feature",
+    ),
+]
+
+
+@pytest.mark.parametrize("command", ["detect", "plan", "monitor"])
+@pytest.mark.parametrize(("edit", "messages"), HAND_EDITS)
+def test_hand_edited_model_rejected(tmp_path, command, edit, messages):
+    model = _model_file(tmp_path / "edited.json", edit)
+    run = write_shell_run(tmp_path / "run.parquet", 4, 2)
+    extra = {
+        "detect": [str(run)],
+        "plan": ["--no-sizes"],
+        # The model is checked before any probe is loaded. The duration
+        # bounds the run in case the check lets the model through.
+        "monitor": ["--trigger", "tcp:1", "--duration", "1"],
+    }
+
+    result = run_syslrn(command, str(model), *extra[command])
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"syslrn: error: {model}: " in result.stderr
+    assert messages.get(command, messages["plan"]) in result.stderr
+    assert "train the model again" in result.stderr
+
+
+def _parsers(parser, path="syslrn"):
+    """Yield every parser of the command line with its command path."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, f"{path} {name}")
+
+
+def test_every_command_help_has_description():
+    for path, parser in _parsers(build_parser()):
+        assert parser.description, f"{path} -h shows no description"
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                listed = {a.dest for a in action._choices_actions}
+                assert listed == set(action.choices), f"{path}: a command has no help"
+            else:
+                assert action.help, f"{path}: {action.dest} has no help"
 
 
 def test_monitor_command_loads_no_heavy_library():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from learn_workloads import write_shell_campaign, write_shell_run
+from learn_workloads import (
+    HOST,
+    shell_workload_rows,
+    write_shell_campaign,
+    write_shell_run,
+)
 from syslrn.cli import main
 from syslrn.model import load_model
 from syslrn.trace import read_trace, table_from_rows, write_trace
@@ -76,6 +82,20 @@ def test_detect_flags_missing_child(shell_runs, tmp_path, capsys):
     assert "count:worker" in out
 
 
+def test_learning_output_singular_counts(shell_runs, tmp_path, capsys):
+    failure = write_shell_run(
+        tmp_path / "fail.parquet", 8, CHILDREN, missing=1, labels={"fault": "oom"}
+    )
+    model_path = tmp_path / "model.json"
+
+    assert _train([*shell_runs.training, failure], model_path) == 0
+    assert "leaving out 1 failure run: " in capsys.readouterr().out
+
+    one = write_shell_run(tmp_path / "one.parquet", 1, CHILDREN)
+    main(["detect", str(model_path), str(one)])
+    assert f"{one}: normal (1 request, 0 of " in capsys.readouterr().out
+
+
 def test_detect_json(shell_runs, tmp_path, capsys):
     model_path = tmp_path / "model.json"
     _train(shell_runs.training, model_path)
@@ -129,6 +149,93 @@ def test_report_writes_pictures(shell_runs, tmp_path, capsys):
     assert "index.html" in capsys.readouterr().out
 
 
+def _report(model_path, runs, out_dir, *extra):
+    return main(
+        ["report", str(model_path), *map(str, runs), "-o", str(out_dir), *extra]
+    )
+
+
+@pytest.mark.parametrize("first", ["normal", "missing_child"])
+def test_report_draws_first_given_run(shell_runs, tmp_path, capsys, first):
+    model_path = tmp_path / "model.json"
+    _train(shell_runs.training, model_path)
+    capsys.readouterr()
+    second = "missing_child" if first == "normal" else "normal"
+    runs = [getattr(shell_runs, first), getattr(shell_runs, second)]
+
+    assert _report(model_path, runs, tmp_path / "report") == 0
+
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert f"System graph of {runs[0]}</h2>" in html
+    assert f"system graph of {runs[0]})" in capsys.readouterr().out
+
+
+def test_report_graph_run_names_campaign_run(shell_runs, tmp_path, capsys):
+    directory = _campaign(tmp_path, shell_runs)
+    model_path = tmp_path / "model.json"
+    _train(shell_runs.training, model_path)
+    capsys.readouterr()
+
+    assert _report(model_path, [directory], tmp_path / "default") == 0
+    assert (
+        "System graph of fail-0</h2>" in (tmp_path / "default/index.html").read_text()
+    )
+
+    assert (
+        _report(model_path, [directory], tmp_path / "startup", "--graph-run", "start")
+        == 0
+    )
+    assert "System graph of start</h2>" in (tmp_path / "startup/index.html").read_text()
+
+    trace = directory / "fail-1.parquet"
+    assert (
+        _report(model_path, [directory], tmp_path / "path", "--graph-run", str(trace))
+        == 0
+    )
+    assert "System graph of fail-1</h2>" in (tmp_path / "path/index.html").read_text()
+
+
+def test_report_rejects_unknown_graph_run(shell_runs, tmp_path, capsys):
+    model_path = tmp_path / "model.json"
+    _train(shell_runs.training, model_path)
+    capsys.readouterr()
+
+    status = _report(
+        model_path, [shell_runs.normal], tmp_path / "report", "--graph-run", "other"
+    )
+
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "--graph-run other: no such run among the inputs" in err
+    assert str(shell_runs.normal) in err
+
+
+def test_report_rejects_missing_parent(shell_runs, tmp_path, capsys):
+    model_path = tmp_path / "model.json"
+    _train(shell_runs.training, model_path)
+    capsys.readouterr()
+    out_dir = tmp_path / "no-such-dir" / "report"
+
+    assert _report(model_path, [shell_runs.normal], out_dir) == 2
+    assert (
+        f"output {out_dir}: directory {out_dir.parent} does not exist; create it first"
+        in capsys.readouterr().err
+    )
+    assert not out_dir.parent.exists()
+
+
+def test_report_rejects_file_output(shell_runs, tmp_path, capsys):
+    model_path = tmp_path / "model.json"
+    _train(shell_runs.training, model_path)
+    capsys.readouterr()
+    out_file = tmp_path / "report.html"
+    out_file.write_text("keep")
+
+    assert _report(model_path, [shell_runs.normal], out_file) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert out_file.read_text() == "keep"
+
+
 def test_model_training_facts(shell_runs, tmp_path):
     model_path = tmp_path / "model.json"
     _train(shell_runs.training, model_path)
@@ -143,6 +250,46 @@ def test_model_training_facts(shell_runs, tmp_path):
     assert training["driver_excluded"] is False
     assert training["classes"]["worker"] == "workload-driven"
     assert training["classes"]["init"] == "system-background"
+
+
+def _prefix_warnings(records):
+    return [
+        r.getMessage()
+        for r in records
+        if r.levelno == logging.WARNING and "-byte prefix" in r.getMessage()
+    ]
+
+
+def test_train_warns_of_shared_comm_prefix(tmp_path, caplog):
+    # Each request forks one postgres-worker-a and one postgres-worker-b.
+    # Both names are 17 bytes and share the 15 bytes that comm keeps.
+    names = ("postgres-worker-a", "postgres-worker-b")
+    paths = []
+    for i, requests in enumerate((4, 8, 12, 16)):
+        rows = shell_workload_rows(requests, 2)
+        execs = [r for r in rows if r.get("filename") == "/usr/bin/worker"]
+        for j, row in enumerate(execs):
+            row["filename"] = f"/usr/bin/{names[j % 2]}"
+        meta = {"host": HOST, "requests": requests}
+        path = tmp_path / f"r{i}.parquet"
+        paths.append(write_trace(path, table_from_rows(rows), meta))
+
+    with caplog.at_level(logging.WARNING, logger="syslrn"):
+        assert _train(paths, tmp_path / "m.json") == 0
+
+    kept = {f.node_type for f in load_model(tmp_path / "m.json").kept_features}
+    assert set(names) <= kept
+    warnings = _prefix_warnings(caplog.records)
+    assert len(warnings) == 1
+    assert "'postgres-worker-a' and 'postgres-worker-b'" in warnings[0]
+    assert "15-byte prefix 'postgres-worker'" in warnings[0]
+
+
+def test_train_distinct_comms_no_warning(shell_runs, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="syslrn"):
+        assert _train(shell_runs.training, tmp_path / "m.json") == 0
+
+    assert _prefix_warnings(caplog.records) == []
 
 
 def test_train_without_kept_feature_writes_nothing(tmp_path, capsys):
@@ -366,6 +513,20 @@ def test_feature_table_train_detect_evaluate(tmp_path, capsys, suffix):
     assert result["per_fault"] == {"crash": {"runs": 2, "recall": 1.0}}
 
 
+def test_report_table_has_no_graph_run(tmp_path, capsys):
+    table = _feature_table(tmp_path, ".csv")
+    model_path = tmp_path / "model.json"
+    main(["train", str(table), "-o", str(model_path), *TABLE_OPTIONS])
+    capsys.readouterr()
+    out_dir = tmp_path / "report"
+
+    assert _report(model_path, [table], out_dir, *TABLE_OPTIONS) == 0
+    assert not (out_dir / "graph.png").exists()
+    status = _report(model_path, [table], out_dir, "--graph-run", "r0", *TABLE_OPTIONS)
+    assert status == 2
+    assert "a feature table has no system graphs" in capsys.readouterr().err
+
+
 def test_table_model_rejects_traces(tmp_path, shell_runs, capsys):
     table = _feature_table(tmp_path, ".csv")
     model_path = tmp_path / "model.json"
@@ -455,6 +616,37 @@ def test_merge_command_joins_hosts(tmp_path, capsys):
         "degree:postgres": 1.0,
     }
     assert not build_graph(trace).external.any()
+
+
+def _timed_trace(path, host, start_s, stop_s):
+    meta = {
+        "host": host,
+        "labels": {"phase": "workload"},
+        "started_unix_ns": int((1_700_000_000 + start_s) * 1e9),
+        "stopped_unix_ns": int((1_700_000_000 + stop_s) * 1e9),
+    }
+    rows = [dict(ts_ns=1, host=host, kind="snapshot", pid=5, start_ns=50, comm="sh")]
+    return write_trace(path, table_from_rows(rows), meta)
+
+
+def test_merge_command_checks_time_gap(tmp_path, capsys, caplog):
+    web = _timed_trace(tmp_path / "web.parquet", "web", 0, 10)
+    db = _timed_trace(tmp_path / "db.parquet", "db", 3600, 3610)
+    merged = tmp_path / "run.parquet"
+
+    assert main(["merge", str(web), str(db), "-o", str(merged)]) == 2
+    err = capsys.readouterr().err
+    assert "more than the maximum gap of 60 s" in err
+    assert "raise --max-gap" in err
+    assert not merged.exists()
+
+    with caplog.at_level(logging.WARNING, logger="syslrn"):
+        status = main(
+            ["merge", str(web), str(db), "-o", str(merged), "--max-gap", "7200"]
+        )
+    assert status == 0
+    assert any("do not overlap" in r.getMessage() for r in caplog.records)
+    assert read_trace(merged).meta["stopped_unix_ns"] == int(1_700_003_610 * 1e9)
 
 
 def test_merge_rejects_same_host(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import numpy as np
@@ -500,6 +501,110 @@ def test_merge_rejects_conflicting_labels(tmp_path):
 
     with pytest.raises(TraceError, match="label run='8' differs"):
         merge_traces([a, b])
+
+
+#: A wall-clock time in seconds since the epoch, for recordings in tests.
+EPOCH_S = 1_700_000_000
+
+
+def _recorded(trace, start_s, stop_s=None):
+    """Give a trace the wall-clock start and stop, in seconds after EPOCH_S."""
+    trace.meta["started_unix_ns"] = int((EPOCH_S + start_s) * 1e9)
+    if stop_s is not None:
+        trace.meta["stopped_unix_ns"] = int((EPOCH_S + stop_s) * 1e9)
+    return trace
+
+
+def _pair(tmp_path, a_times, b_times):
+    a = _host_trace(tmp_path, "a", [snapshot(1, 10, "x", host="a")])
+    b = _host_trace(tmp_path, "b", [snapshot(1, 10, "x", host="b")])
+    return _recorded(a, *a_times), _recorded(b, *b_times)
+
+
+def _merge_warnings(caplog):
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.getMessage().startswith("merge:")
+    ]
+
+
+def test_merge_overlapping_keeps_span(tmp_path, caplog):
+    a, b = _pair(tmp_path, (0, 10), (5, 20))
+
+    with caplog.at_level(logging.WARNING, logger="syslrn"):
+        _, meta = merge_traces([a, b])
+
+    assert _merge_warnings(caplog) == []
+    assert meta["started_unix_ns"] == a.meta["started_unix_ns"]
+    assert meta["stopped_unix_ns"] == b.meta["stopped_unix_ns"]
+
+
+def test_merge_warns_of_small_gap(tmp_path, caplog):
+    a, b = _pair(tmp_path, (0, 10), (15, 20))
+
+    with caplog.at_level(logging.WARNING, logger="syslrn"):
+        merge_traces([a, b])
+
+    warnings = _merge_warnings(caplog)
+    assert len(warnings) == 1
+    assert "b.parquet started 5.0 s after" in warnings[0]
+    assert "a.parquet stopped" in warnings[0]
+    assert "do not overlap" in warnings[0]
+
+
+def test_merge_rejects_large_gap(tmp_path):
+    a, b = _pair(tmp_path, (3600, 3610), (0, 10))
+
+    with pytest.raises(TraceError) as error:
+        merge_traces([a, b])
+    message = str(error.value)
+    assert message.startswith(f"{a.name}: recording started 3590.0 s after")
+    assert f"the recording of {b.name} stopped" in message
+    assert "more than the maximum gap of 60 s" in message
+
+
+def test_merge_max_gap_zero_rejects_any_gap(tmp_path):
+    a, b = _pair(tmp_path, (0, 10), (10.5, 20))
+
+    with pytest.raises(TraceError, match="more than the maximum gap of 0 s"):
+        merge_traces([a, b], max_gap_s=0)
+    merge_traces([a, b], max_gap_s=1)
+
+
+def test_merge_interrupted_recording_ends_at_last_event(tmp_path):
+    start_ns = 5_000_000_000
+    rows = [
+        dict(ts_ns=start_ns + 1, host="a", kind="snapshot", pid=1, start_ns=10),
+        dict(
+            ts_ns=start_ns + 100_000_000_000, host="a", kind="exit", pid=1, start_ns=10
+        ),
+    ]
+    path = write_trace(
+        tmp_path / "a.parquet",
+        table_from_rows(rows),
+        {"host": "a", "labels": {}, "started_ns": start_ns, "complete": False},
+    )
+    interrupted = _recorded(read_trace(path), 0)
+    near = _host_trace(tmp_path, "b", [snapshot(1, 10, "x", host="b")])
+    far = _host_trace(tmp_path, "c", [snapshot(1, 10, "x", host="c")])
+
+    merge_traces([interrupted, _recorded(near, 90, 200)])
+    with pytest.raises(TraceError, match="started 100.0 s after"):
+        merge_traces([interrupted, _recorded(far, 200, 300)])
+
+
+def test_merge_without_wall_clock_warns(tmp_path, caplog):
+    a = _host_trace(tmp_path, "a", [snapshot(1, 10, "x", host="a")])
+    b = _recorded(_host_trace(tmp_path, "b", [snapshot(1, 10, "x", host="b")]), 0, 1)
+
+    with caplog.at_level(logging.WARNING, logger="syslrn"):
+        _, meta = merge_traces([a, b])
+
+    warnings = _merge_warnings(caplog)
+    assert len(warnings) == 1
+    assert f"{a.name} has no wall-clock start time" in warnings[0]
+    assert "started_unix_ns" not in meta
 
 
 def _own_event_degrees(rows):

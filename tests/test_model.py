@@ -20,6 +20,7 @@ from syslrn.model import (
     save_model,
     train_model,
 )
+from syslrn.model.rule import RULE
 from syslrn.trace import table_from_rows
 
 REQUESTS = np.array([10, 20, 30, 40, 50, 60, 70, 80], dtype=float)
@@ -303,6 +304,91 @@ def test_model_with_bad_feature_is_rejected(tmp_path):
 
     with pytest.raises(ModelError, match="slope='steep' is not a number"):
         load_model(path)
+
+
+def _edit_kept(document, **values):
+    next(f for f in document["features"] if f["kept"]).update(values)
+
+
+def _repeat_feature(document):
+    document["features"].append(dict(document["features"][0]))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda d: _edit_kept(d, tolerance=-0.5),
+            "tolerance=-0.5 is negative, which would flag every run",
+        ),
+        (lambda d: _edit_kept(d, tolerance=None), "tolerance=None is not a number"),
+        (lambda d: _edit_kept(d, kept="yes"), "kept='yes' is not true or false"),
+        (lambda d: _edit_kept(d, node_type=5), "node_type=5 is not a string"),
+        (_repeat_feature, "are listed more than once"),
+        (lambda d: d.update(detection=[RULE]), "detection=['any-outside-tolerance']"),
+        (lambda d: d.update(degenerate="false"), "degenerate='false' is not true"),
+        (lambda d: d.update(plan="none"), "plan='none' is not an object"),
+        (lambda d: d["embedding"].update(params=[1]), "params=[1] is not an object"),
+        (lambda d: d.update(training="abc"), "training='abc' is not an object"),
+        (
+            lambda d: d["training"].update(fixed_requests="many"),
+            "training.fixed_requests='many' is not a whole number",
+        ),
+        (
+            lambda d: d["training"].update(requests=[10, "x"]),
+            "training.requests=[10, 'x'] is not a list of request counts",
+        ),
+        (
+            lambda d: d["training"].update(quiet_gap_s=-1),
+            "training.quiet_gap_s=-1 is not a number of seconds of 0 or more",
+        ),
+        (
+            lambda d: d["training"].update(trigger="tcp:http"),
+            "training.trigger: invalid trigger 'tcp:http'",
+        ),
+        (
+            lambda d: d["training"].update(observations={"count:worker": "many"}),
+            "training.observations=",
+        ),
+    ],
+    ids=[
+        "negative-tolerance",
+        "null-tolerance",
+        "text-kept",
+        "number-node-type",
+        "repeated-feature",
+        "list-detection",
+        "text-degenerate",
+        "text-plan",
+        "list-params",
+        "text-training",
+        "text-fixed-requests",
+        "text-in-requests",
+        "negative-quiet-gap",
+        "invalid-trigger",
+        "text-observations",
+    ],
+)
+def test_hand_edited_model_file_rejected(tmp_path, edit, message):
+    document = _trained().to_dict()
+    edit(document)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(document))
+
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value)
+
+
+def test_zero_tolerance_is_valid(tmp_path):
+    document = _trained().to_dict()
+    _edit_kept(document, tolerance=0)
+    path = tmp_path / "exact.json"
+    path.write_text(json.dumps(document))
+
+    kept = load_model(path).kept_features[0]
+    assert kept.tolerance == 0.0
 
 
 def test_missing_model_file(tmp_path):

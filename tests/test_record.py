@@ -82,6 +82,16 @@ def test_recorder_leaves_itself_out(trace_path):
     assert trace.meta["recorder_pid"] == os.getpid()
 
 
+def test_recorder_stores_wall_clock(trace_path):
+    before = time.time_ns()
+    trace, _ = record(trace_path, lambda: subprocess.run(["/bin/true"], check=True))
+    after = time.time_ns()
+
+    assert before <= trace.meta["started_unix_ns"]
+    assert trace.meta["started_unix_ns"] <= trace.meta["stopped_unix_ns"]
+    assert trace.meta["stopped_unix_ns"] <= after
+
+
 def test_snapshot_has_processes_alive_before(trace_path):
     sleeper = subprocess.Popen(["/bin/sleep", "30"])
     try:

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from syslrn.baselines.logparse import UNKNOWN_KEY
 from syslrn.errors import LogError
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +161,10 @@ class DeepLog:
         )
         self.loss_ = self._train(counts)
         log.info(
-            "DeepLog trained on %d windows (%d distinct) over %d keys, final loss %.4f",
-            self.n_windows_,
+            "DeepLog trained on %s (%d distinct) over %s, final loss %.4f",
+            format_count(self.n_windows_, "window"),
             self.n_distinct_windows_,
-            len(keys),
+            format_count(len(keys), "key"),
             self.loss_,
         )
         return self

@@ -33,6 +33,7 @@ from syslrn.baselines.scores import DetectionScores
 from syslrn.baselines.sessions import SessionGrouper, read_log_lines
 from syslrn.errors import CampaignError, LogError
 from syslrn.evaluate.folds import DEFAULT_FOLDS, DEFAULT_SEED, make_folds
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,11 @@ def evaluate_sequences(
             int(r.max()) for r in probe.key_ranks([train[i] for i in held_out])
         ]
         top_g = select_top_g(max_ranks, len(probe.keys_), config.max_false_alarm)
-        log.info("chose g=%d on %d validation sessions", top_g, len(held_out))
+        log.info(
+            "chose g=%d on %s",
+            top_g,
+            format_count(len(held_out), "validation session"),
+        )
     model = config.new_model(top_g).fit(train)
     train_seconds = time.perf_counter() - started
 
@@ -328,11 +333,11 @@ def evaluate_campaign(
         train_ids = [experiments[i].id for i in fold.train]
         test_ids = [experiments[i].id for i in fold.test]
         log.info(
-            "fold %d/%d: %d training and %d test experiments",
+            "fold %d/%d: %d training and %s",
             fold.index + 1,
             len(folds),
             len(train_ids),
-            len(test_ids),
+            format_count(len(test_ids), "test experiment"),
         )
         result = FoldVerdicts(
             index=fold.index,
@@ -392,7 +397,8 @@ def _read_sessions(
     if missing == len(experiments):
         raise LogError(
             f"component {source.component!r}: log file {source.file} not found in "
-            f"any of the {len(experiments)} workload experiments of {campaign.directory}"
+            f"any of the {format_count(len(experiments), 'workload experiment')} of "
+            f"{campaign.directory}"
         )
     grouper.check_matched(f"the workload experiments of {campaign.directory}")
     return sessions
@@ -463,7 +469,8 @@ def _fit(
     if not training:
         raise LogError(
             f"component {source.component!r}: empty training set in fold "
-            f"{fold_index}: none of its {len(train_ids)} failure-free experiments "
+            f"{fold_index}: none of its "
+            f"{format_count(len(train_ids), 'failure-free experiment')} "
             f"has a line matching the session regex '{source.session_regex}'; "
             "fix the regex or leave the component out"
         )
@@ -500,10 +507,10 @@ def _choose_top_g(
         max_ranks.append(max((int(r.max()) for r in ranks), default=0))
     top_g = select_top_g(max_ranks, len(model.keys_), config.max_false_alarm)
     log.info(
-        "fold %d, component %s: chose g=%d on %d validation experiments",
+        "fold %d, component %s: chose g=%d on %s",
         fold_index,
         source.component,
         top_g,
-        len(held_out),
+        format_count(len(held_out), "validation experiment"),
     )
     return top_g

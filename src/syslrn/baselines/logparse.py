@@ -20,6 +20,8 @@ from drain3 import TemplateMiner
 from drain3.masking import LogMasker, MaskingInstruction
 from drain3.template_miner_config import TemplateMinerConfig
 
+from syslrn.text import format_count
+
 log = logging.getLogger(__name__)
 
 #: Key of a message that matches no template learned in training.
@@ -184,9 +186,9 @@ class LogKeyParser:
             for cluster in miner.drain.clusters
         }
         log.debug(
-            "mined %d templates from %d distinct messages",
-            len(self.templates_),
-            len(distinct),
+            "mined %s from %s",
+            format_count(len(self.templates_), "template"),
+            format_count(len(distinct), "distinct message"),
         )
         return self
 

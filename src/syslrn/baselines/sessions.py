@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from syslrn.errors import LogError
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -151,5 +152,5 @@ def read_key_sequences(path: str | Path) -> list[tuple[str, list[str]]]:
         if not tokens:
             raise LogError(f"{path}:{number}: session {session!r} has no keys")
         sequences.append((session.strip(), tokens))
-    log.debug("%s: %d key sequences", path, len(sequences))
+    log.debug("%s: %s", path, format_count(len(sequences), "key sequence"))
     return sequences

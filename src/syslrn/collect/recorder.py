@@ -30,6 +30,7 @@ from syslrn.collect.libbpf import BpfObject, num_possible_cpus
 from syslrn.collect.privileges import check_bpf_allowed
 from syslrn.collect.ringbuf import RingBuffer
 from syslrn.collect.trigger import Trigger, parse_trigger, set_trigger
+from syslrn.text import format_count
 from syslrn.trace import TraceWriter, check_writable
 from syslrn.trace.schema import SCHEMA_VERSION
 
@@ -151,6 +152,9 @@ class Recorder:
             )
             obj.attach_all()
             self.started_ns = boottime_ns()
+            # Boot time is not comparable between hosts, so the wall clock
+            # is stored too, for syslrn merge to check that traces overlap.
+            self.started_unix_ns = time.time_ns()
             self._writer = TraceWriter(self.output, self._initial_meta(obj))
             snapshot = obj.iterate(obj.program("snapshot_tasks"))
         except BaseException:
@@ -180,8 +184,8 @@ class Recorder:
         )
         if len(missing):
             log.info(
-                "task iterator missed %d processes (pids %s); read them from /proc",
-                len(missing),
+                "task iterator missed %s (pids %s); read them from /proc",
+                format_count(len(missing), "process", "processes"),
                 missing["pid"][:8].tolist(),
             )
         self._write(
@@ -198,6 +202,7 @@ class Recorder:
             "trigger": str(self.trigger) if self.trigger else None,
             "recorder_pid": os.getpid(),
             "started_ns": self.started_ns,
+            "started_unix_ns": self.started_unix_ns,
             "ringbuf_bytes": self.ringbuf_bytes,
             "complete": False,
             **self.extra_meta,
@@ -256,6 +261,7 @@ class Recorder:
         try:
             obj.detach()
             stopped_ns = boottime_ns()
+            stopped_unix_ns = time.time_ns()
             if self._error is None:
                 self._drain()
             self._flush()
@@ -264,6 +270,7 @@ class Recorder:
             lost = {k: v for k, v in counters.items() if k != "requests"}
             final = {
                 "stopped_ns": stopped_ns,
+                "stopped_unix_ns": stopped_unix_ns,
                 "duration_s": (stopped_ns - self.started_ns) / 1e9,
                 "requests": counters["requests"] if self.trigger else None,
                 "lost": lost,
@@ -279,15 +286,15 @@ class Recorder:
             self._obj = None
         if lost["reserve_failed"]:
             log.warning(
-                "%s: %d events lost (ring buffer reservations failed)",
+                "%s: %s lost (ring buffer reservations failed)",
                 path,
-                lost["reserve_failed"],
+                format_count(lost["reserve_failed"], "event"),
             )
         if self._error is not None:
             raise self._error
         meta = dict(self._writer.meta)
         meta.update(final)
-        log.info("recorded %d events to %s", self.events, path)
+        log.info("recorded %s to %s", format_count(self.events, "event"), path)
         return meta
 
     def __enter__(self) -> Recorder:

@@ -26,6 +26,19 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def non_negative_seconds(text: str) -> float:
+    """Parse a finite number of seconds of 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: give a number of seconds of 0 or more"
+        )
+    return value
+
+
 def trigger_text(text: str) -> str:
     """Check a ``tcp:PORT`` or ``unix:PATH`` trigger; return it unchanged."""
     try:

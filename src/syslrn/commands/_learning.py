@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from syslrn.errors import SyslrnError
+from syslrn.errors import ModelError, SyslrnError
 from syslrn.evaluate.runs import NO_FAULT, Run, RunSet, TableOptions, load_graph
 
 if TYPE_CHECKING:
@@ -233,12 +233,13 @@ def feature_rows(
 
 
 def model_features(
-    model: Model, runset: RunSet, runs: Sequence[Run]
+    model: Model, runset: RunSet, runs: Sequence[Run], source: str
 ) -> list[dict[str, float]]:
     """Return the features of each run as the model's embedding defines them.
 
     A feature table gives its columns as they are, so it must have every
-    kept feature of the model as a column.
+    kept feature of the model as a column. ``source`` is the model file,
+    which error messages name.
     """
     if runset.kind == "table":
         missing = [
@@ -246,19 +247,46 @@ def model_features(
         ]
         if missing:
             raise SyslrnError(
-                f"feature table lacks the model's kept features {missing[:5]}; "
+                f"feature table lacks the kept features {missing[:5]} of {source}; "
                 "give a table with the training table's columns"
             )
         return feature_rows(runset, runs, None)
-    from syslrn.embed import make_embedding
+    return feature_rows(runset, runs, model_embedding(model, source))
+
+
+def model_embedding(model: Model, source: str) -> GraphEmbedding:
+    """Build the embedding that a model file names, with its parameters.
+
+    Raises
+    ------
+    ModelError
+        The model was trained on a feature table, or names an embedding
+        that is not registered, or parameters that the embedding rejects.
+        The message names ``source``.
+    """
+    from syslrn.embed import EMBEDDINGS, make_embedding
 
     name = model.embedding["name"]
     if name == TABLE_EMBEDDING:
-        raise SyslrnError(
-            "the model was trained on a feature table; give a feature "
+        raise ModelError(
+            f"{source}: the model was trained on a feature table; give a feature "
             "table with the same columns"
         )
-    return feature_rows(runset, runs, make_embedding(name, model.embedding["params"]))
+    if name not in EMBEDDINGS:
+        raise ModelError(
+            f"{source}: embedding {name!r} is unknown (known: "
+            f"{', '.join(sorted(EMBEDDINGS))}); correct the name in the file or "
+            "train the model again"
+        )
+    try:
+        embedding = make_embedding(name, model.embedding["params"])
+        _check_params(embedding, name)
+    except SyslrnError as exc:
+        raise ModelError(
+            f"{source}: {exc}; correct the embedding parameters in the file or "
+            "train the model again"
+        ) from None
+    return embedding
 
 
 def describe_for(runset: RunSet, embedding: GraphEmbedding | None):

@@ -14,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from syslrn.errors import SyslrnError
+from syslrn.text import format_count
 
 if TYPE_CHECKING:
     from syslrn.baselines.evaluation import (
@@ -301,16 +302,18 @@ def run_campaign(args: argparse.Namespace) -> int:
 def _print_sequences(result: SequenceEvaluation) -> None:
     scores = result.scores
     print(
-        f"DeepLog, g={result.top_g}, {result.n_keys} keys, "
-        f"{result.train_sessions} training sessions"
+        f"DeepLog, g={result.top_g}, {format_count(result.n_keys, 'key')}, "
+        f"{format_count(result.train_sessions, 'training session')}"
     )
     print(
         f"  recall       {_fmt(scores.recall)}  "
-        f"({scores.true_positives}/{scores.failures} abnormal sessions flagged)"
+        f"({scores.true_positives} of "
+        f"{format_count(scores.failures, 'abnormal session')} flagged)"
     )
     print(
         f"  selectivity  {_fmt(scores.selectivity)}  "
-        f"({scores.true_negatives}/{scores.normals} normal sessions passed)"
+        f"({scores.true_negatives} of "
+        f"{format_count(scores.normals, 'normal session')} passed)"
     )
     print(f"  precision    {_fmt(scores.precision)}")
     print(f"  F1           {_fmt(scores.f1)}")
@@ -324,7 +327,8 @@ def _print_sequences(result: SequenceEvaluation) -> None:
 def _print_campaign(result: CampaignEvaluation, configurations: list[str]) -> None:
     print(
         f"DeepLog on {result.directory} (scenario {result.scenario or '-'}), "
-        f"{len(result.folds)} folds, {len(result.experiments)} workload experiments"
+        f"{len(result.folds)} folds, "
+        f"{format_count(len(result.experiments), 'workload experiment')}"
     )
     print()
     header = (

@@ -19,6 +19,7 @@ from syslrn.evaluate.plan import (
 )
 from syslrn.evaluate.progress import ProgressBar
 from syslrn.scenarios import SCENARIOS
+from syslrn.text import format_count
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -99,9 +100,10 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = runner.run()
     print(
-        f"{args.output}: {summary.finished} experiments run, {summary.skipped} "
-        f"already done, {summary.total} planned; {summary.failures} failure runs, "
-        f"{summary.errors} errors"
+        f"{args.output}: {format_count(summary.finished, 'experiment')} run, "
+        f"{summary.skipped} already done, {summary.total} planned; "
+        f"{format_count(summary.failures, 'failure run')}, "
+        f"{format_count(summary.errors, 'error')}"
     )
     return 1 if summary.errors else 0
 

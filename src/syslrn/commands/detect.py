@@ -14,6 +14,7 @@ from syslrn.commands._learning import (
     table_options,
 )
 from syslrn.evaluate.runs import require_requests, resolve_runs
+from syslrn.text import format_count
 
 if TYPE_CHECKING:
     from syslrn.model import Detection
@@ -47,14 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syslrn.model import load_model
+    from syslrn.model.file import load_model, require_kept_features
 
     model = load_model(args.model)
+    require_kept_features(model, args.model)
     runset = resolve_runs(args.runs, table_options(args))
     # A campaign directory also lists its startup and idle runs; only the
     # workload runs are judged. Files named one by one are judged as given.
     runs = [r for r in runset.runs if r.campaign is None or r.is_experiment]
-    rows = model_features(model, runset, runs)
+    rows = model_features(model, runset, runs, args.model)
     require_requests(runs)
     detections = [
         model.detect(row, r.requests) for r, row in zip(runs, rows, strict=True)
@@ -80,8 +82,9 @@ def format_detection(name: str, detection: Detection) -> str:
     deviating = detection.deviating()
     verdict = "ANOMALOUS" if deviating else "normal"
     lines = [
-        f"{name}: {verdict} ({detection.requests} requests, {len(deviating)} of "
-        f"{len(detection.features)} kept features outside tolerance)"
+        f"{name}: {verdict} ({format_count(detection.requests, 'request')}, "
+        f"{len(deviating)} of {format_count(len(detection.features), 'kept feature')} "
+        "outside tolerance)"
     ]
     if deviating:
         rows = [

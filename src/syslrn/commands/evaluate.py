@@ -23,6 +23,7 @@ from syslrn.commands._learning import (
 from syslrn.commands.train import MIN_TRAINING_RUNS
 from syslrn.errors import SyslrnError
 from syslrn.evaluate.runs import require_requests, resolve_runs
+from syslrn.text import format_count
 
 if TYPE_CHECKING:
     from syslrn.evaluate.crossval import Evaluation
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     smallest = min(len(f.train) for f in folds)
     if smallest < MIN_TRAINING_RUNS:
         raise SyslrnError(
-            f"with {args.folds} folds a fold trains on only {smallest} runs; give more "
+            f"with {args.folds} folds a fold trains on only "
+            f"{format_count(smallest, 'run')}; give more "
             f"failure-free runs or fewer folds (each fold needs {MIN_TRAINING_RUNS})"
         )
 
@@ -150,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     print(
-        f"{len(experiments)} workload runs ({len(experiments) - n_failure} failure-free, "
+        f"{format_count(len(experiments), 'workload run')} "
+        f"({len(experiments) - n_failure} failure-free, "
         f"{n_failure} failure), {len(folds)} folds, seed {args.seed}"
     )
     print()

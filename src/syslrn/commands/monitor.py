@@ -10,19 +10,34 @@ import threading
 
 from syslrn.collect.trigger import parse_trigger
 from syslrn.commands._argtypes import positive_seconds, trigger_text
+from syslrn.commands.plan import load_planned_model
 from syslrn.errors import SyslrnError
-from syslrn.model.file import load_model
 from syslrn.monitor.metrics import MonitorMetrics
 from syslrn.monitor.online import AlertWriter, Monitor
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "monitor", help="monitor a service online with the probes a model needs"
+        "monitor",
+        help="monitor a service online with the probes a model needs",
+        description=(
+            "Load the eBPF programs of the model's plan (see syslrn plan) and "
+            "count its kept features in the kernel, in windows of requests. A "
+            "request is a connection accepted at the trigger socket, and a window "
+            "closes once no request came for the quiet time. Each closed window "
+            "is judged by the model's rule: a line per window goes to stderr, "
+            "and anomalies (every window with --all-windows) go as JSON lines to "
+            "stdout or --alerts. Needs "
+            "CAP_BPF and CAP_PERFMON, and runs until SIGINT or SIGTERM, or for "
+            "--duration."
+        ),
     )
-    parser.add_argument("model", help="model file (JSON) written by syslrn train")
+    parser.add_argument(
+        "model", metavar="MODEL", help="model file (JSON) written by syslrn train"
+    )
     parser.add_argument(
         "--trigger",
         required=True,
@@ -70,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     # A service logs its start, attach, windows and stop without -v.
     if args.verbose == 0:
         logging.getLogger("syslrn.monitor").setLevel(logging.INFO)
-    model = load_model(args.model)
+    model, _ = load_planned_model(args.model)
     trigger = parse_trigger(args.trigger)
     # Closed in the finally below; the stream outlives any with-block here.
     try:
@@ -111,5 +126,6 @@ def run(args: argparse.Namespace) -> int:
         if alerts is not sys.stdout:
             alerts.close()
     anomalies = sum(1 for v in verdicts if v.anomalous)
-    print(f"syslrn: {len(verdicts)} windows, {anomalies} anomalous", file=sys.stderr)
+    windows = format_count(len(verdicts), "window")
+    print(f"syslrn: {windows}, {anomalies} anomalous", file=sys.stderr)
     return 0

@@ -8,18 +8,34 @@ import logging
 
 from syslrn.collect.privileges import missing_capabilities
 from syslrn.collect.trigger import TRIGGER_TCP, Trigger, parse_trigger
-from syslrn.errors import BpfError
-from syslrn.model.file import load_model, save_model
-from syslrn.monitor.plan import make_plan
+from syslrn.errors import BpfError, ModelError
+from syslrn.model.file import Model, load_model, require_kept_features, save_model
+from syslrn.monitor.plan import COMM_MAX, MAX_NODE_TYPES, MonitorPlan, make_plan
 
 log = logging.getLogger(__name__)
+
+#: Embeddings whose kept features the monitor can count in the kernel. A
+#: model trained on a feature table qualifies when its columns are
+#: bag-of-nodes features, which make_plan checks by name.
+MONITORED_EMBEDDINGS = ("bag-of-nodes", "feature-table")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "plan", help="show the eBPF programs a model needs and their sizes"
+        "plan",
+        help="show the eBPF programs a model needs and their sizes",
+        description=(
+            "Derive from a model's kept features the eBPF programs, node type "
+            "filters and counters that syslrn monitor loads, and print them. With "
+            "CAP_BPF and CAP_PERFMON, also load the programs to count their "
+            "instructions. The model must keep bag-of-nodes features only, of at "
+            f"most {MAX_NODE_TYPES} node types that differ in their first "
+            f"{COMM_MAX} bytes."
+        ),
     )
-    parser.add_argument("model", help="model file (JSON) written by syslrn train")
+    parser.add_argument(
+        "model", metavar="MODEL", help="model file (JSON) written by syslrn train"
+    )
     parser.add_argument(
         "--trigger",
         default=None,
@@ -38,9 +54,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def load_planned_model(path: str) -> tuple[Model, MonitorPlan]:
+    """Load a model file and compute its monitor plan.
+
+    Raises
+    ------
+    ModelError
+        The file is invalid, names an embedding that the monitor cannot
+        count, keeps no feature, or keeps features that the kernel cannot
+        count or tell apart. The message names the file.
+    """
+    model = load_model(path)
+    name = model.embedding["name"]
+    if name not in MONITORED_EMBEDDINGS:
+        raise ModelError(
+            f"{path}: embedding {name!r} cannot be monitored, because the kernel "
+            "counts only bag-of-nodes features; correct the name in the file or "
+            "train the model again with --embedding bag-of-nodes"
+        )
+    require_kept_features(model, path)
+    try:
+        plan = make_plan(model.to_dict())
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    return model, plan
+
+
 def run(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
-    plan = make_plan(model.to_dict())
+    model, plan = load_planned_model(args.model)
     document = plan.to_dict()
 
     trigger_text = args.trigger or model.training.get("trigger")

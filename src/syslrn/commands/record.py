@@ -17,6 +17,7 @@ from syslrn.collect.recorder import DEFAULT_RINGBUF_BYTES, Recorder
 from syslrn.collect.trigger import is_listening, parse_trigger
 from syslrn.commands._argtypes import positive_seconds, trigger_text
 from syslrn.errors import SyslrnError
+from syslrn.text import format_count
 from syslrn.trace.io import check_new_output
 
 log = logging.getLogger(__name__)
@@ -199,16 +200,16 @@ def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
 def _report(meta: dict, path) -> None:
     lost = meta.get("lost_events", 0)
     requests = meta.get("requests")
-    parts = [
-        f"recorded {meta.get('events', 0)} events in {meta.get('duration_s', 0):.2f} s"
-    ]
+    events = format_count(meta.get("events", 0), "event")
+    parts = [f"recorded {events} in {meta.get('duration_s', 0):.2f} s"]
     if requests is not None:
-        parts.append(f"{requests} requests")
+        parts.append(format_count(requests, "request"))
     parts.append(f"{lost} lost")
     print(f"syslrn: {', '.join(parts)} -> {path}", file=sys.stderr)
     if lost:
         print(
-            f"syslrn: warning: {lost} events were lost because ring buffer "
+            f"syslrn: warning: {format_count(lost, 'event')} "
+            f"{'was' if lost == 1 else 'were'} lost because ring buffer "
             "reservations failed; the trace is incomplete. If the buffer was "
             "full, raise --ringbuf-size.",
             file=sys.stderr,

@@ -21,6 +21,8 @@ from syslrn.commands._learning import (
 )
 from syslrn.errors import SyslrnError
 from syslrn.evaluate.runs import Run, RunSet, load_graph, require_requests, resolve_runs
+from syslrn.monitor.plan import COMM_MAX
+from syslrn.text import format_count
 from syslrn.trace.io import check_not_input
 
 if TYPE_CHECKING:
@@ -84,11 +86,13 @@ def run(args: argparse.Namespace) -> int:
     skipped = len(experiments) - len(training)
     if skipped:
         print(
-            f"leaving out {skipped} failure runs: a model learns failure-free runs only"
+            f"leaving out {format_count(skipped, 'failure run')}: a model learns "
+            "failure-free runs only"
         )
     if len(training) < MIN_TRAINING_RUNS:
         raise SyslrnError(
-            f"{len(training)} failure-free workload runs given; train needs at least "
+            f"{format_count(len(training), 'failure-free workload run')} given; "
+            "train needs at least "
             f"{MIN_TRAINING_RUNS} to judge a fit"
         )
 
@@ -107,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         training=_training_facts(training, embedding),
     )
     model.training["classes"] = _classes(model, runset, embedding)
+    _warn_of_shared_comm_prefixes(model)
 
     print(format_features(model, top_rejected=args.top))
     print()
@@ -140,6 +145,29 @@ def _training_facts(runs: list[Run], embedding) -> dict[str, Any]:
         "durations_s": [r.duration_s for r in runs],
         "quiet_gap_s": max(gaps) if gaps else None,
     }
+
+
+def _warn_of_shared_comm_prefixes(model: Model) -> None:
+    """Log a warning for kept node types that share their first COMM_MAX bytes.
+
+    The kernel cuts a process's comm to COMM_MAX bytes, and the online
+    monitor distinguishes node types by comm only.
+    """
+    by_prefix: dict[bytes, list[str]] = {}
+    kept_types = sorted({f.node_type for f in model.kept_features if f.node_type})
+    for node_type in kept_types:
+        prefix = node_type.encode()[:COMM_MAX]
+        by_prefix.setdefault(prefix, []).append(node_type)
+    for prefix, node_types in by_prefix.items():
+        if len(node_types) > 1:
+            log.warning(
+                "kept node types %s share the %d-byte prefix %r, which is all of "
+                "their comm that the kernel keeps, so the online monitor cannot "
+                "tell them apart (syslrn detect can)",
+                " and ".join(repr(t) for t in node_types),
+                COMM_MAX,
+                prefix.decode(errors="replace"),
+            )
 
 
 def _classes(model: Model, runset: RunSet, embedding) -> dict[str, str]:
@@ -190,7 +218,8 @@ def format_features(model: Model, top_rejected: int | None = None) -> str:
         headers, rows, right=[False, False, True, True, True, True, False]
     )
     if hidden:
-        table += f"\n... and {hidden} more rejected features (list them without --top)"
+        more = format_count(hidden, "more rejected feature")
+        table += f"\n... and {more} (list them without --top)"
     return table
 
 
@@ -203,14 +232,17 @@ def summary(model: Model, estimator) -> str:
     )
     if model.degenerate:
         fixed = model.training.get("fixed_requests")
+        location = "median" if estimator.name == "huber" else "mean"
+        verb = "is" if kept == 1 else "are"
         return (
-            f"all {runs} training runs had {fixed} requests (a fixed workload), so no "
-            "line can be fitted: each feature is expected at its training "
-            f"{'median' if estimator.name == 'huber' else 'mean'}, and the {kept} of "
-            f"{total} features whose spread is at most {estimator.stable_cv:g} of it are "
-            "kept; detection is valid for runs of that request count"
+            f"all {format_count(runs, 'training run')} had "
+            f"{format_count(fixed, 'request')} (a fixed workload), so no line can "
+            f"be fitted: each feature is expected at its training {location}, and "
+            f"the {kept} of {format_count(total, 'feature')} whose spread is at "
+            f"most {estimator.stable_cv:g} of it {verb} kept; detection is valid "
+            "for runs of that request count"
         )
     return (
-        f"kept {kept} of {total} features with R^2 >= {estimator.r2_threshold:g}, "
-        f"from {runs} training runs"
+        f"kept {kept} of {format_count(total, 'feature')} with R^2 >= "
+        f"{estimator.r2_threshold:g}, from {format_count(runs, 'training run')}"
     )

@@ -54,6 +54,7 @@ from syslrn.evaluate.dataset import (
 from syslrn.evaluate.plan import CampaignParams, Experiment, plan_campaign
 from syslrn.scenarios import scenario_class
 from syslrn.scenarios.base import Scenario, WorkloadResult
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,11 @@ class CampaignRunner:
         }
         make_private_dir(self.directory)
         write_json(path, document)
-        log.info("new campaign of %d experiments in %s", len(plan), self.directory)
+        log.info(
+            "new campaign of %s in %s",
+            format_count(len(plan), "experiment"),
+            self.directory,
+        )
         return document
 
     def _resume_campaign(self) -> dict[str, Any]:
@@ -474,9 +479,9 @@ class CampaignRunner:
         faulty = experiment.fault != NO_FAULT
         if not faulty and result.errors:
             log.warning(
-                "experiment %s saw %d workload errors without a fault: %s",
+                "experiment %s saw %s without a fault: %s",
                 experiment.id,
-                result.errors,
+                format_count(result.errors, "workload error"),
                 result.messages[:1],
             )
         counted = meta.get("requests")

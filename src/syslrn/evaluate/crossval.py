@@ -21,6 +21,7 @@ from syslrn.evaluate.folds import Fold
 from syslrn.evaluate.metrics import Confusion
 from syslrn.model.base import NormalModel
 from syslrn.model.training import train_model
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +179,11 @@ def cross_validate(
             )
         )
         log.info(
-            "fold %d: %d kept features, %d of %d test runs flagged",
+            "fold %d: %s, %d of %s flagged",
             fold.index,
-            kept,
+            format_count(kept, "kept feature"),
             sum(flagged),
-            len(flagged),
+            format_count(len(flagged), "test run"),
         )
     return Evaluation(
         embedding=str(embedding["name"]),

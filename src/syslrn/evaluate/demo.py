@@ -24,6 +24,7 @@ from syslrn.evaluate.plan import CampaignParams
 from syslrn.model.file import load_model
 from syslrn.monitor.online import Monitor, Verdict
 from syslrn.scenarios import get_scenario
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class DemoResult:
             faulty = "missed"
         verdict = "ok" if self.passed else "FAILED"
         return (
-            f"syslrn demo {verdict}: kept {self.kept} of {self.total} features; "
+            f"syslrn demo {verdict}: kept {self.kept} of "
+            f"{format_count(self.total, 'feature')}; "
             f"normal run {normal}; run with fault {self.fault} {faulty}"
         )
 
@@ -100,7 +102,11 @@ def run_demo(
     model_path = directory / "model.json"
     fault = fault or DEFAULT_FAULTS.get(scenario)
 
-    _step(out, f"1. campaign: {runs} workload runs of {scenario} (sizes {sizes})")
+    _step(
+        out,
+        f"1. campaign: {format_count(runs, 'workload run')} of {scenario} "
+        f"(sizes {sizes})",
+    )
     params = CampaignParams(
         runs=runs, sizes=sizes, fault_ratio=0.25, seed=seed, startup_runs=1, idle_runs=1
     )
@@ -112,8 +118,9 @@ def run_demo(
         progress_factory=progress_factory,
     ).run()
     print(
-        f"{summary.total} experiments ({summary.skipped} already done), "
-        f"{summary.failures} failure runs, {summary.errors} errors",
+        f"{format_count(summary.total, 'experiment')} ({summary.skipped} already "
+        f"done), {format_count(summary.failures, 'failure run')}, "
+        f"{format_count(summary.errors, 'error')}",
         file=out,
     )
 
@@ -168,7 +175,8 @@ def _monitor_runs(model, scenario_name: str, fault_name: str, out: TextIO):
         try:
             result = scenario.run_workload(MONITOR_REQUESTS)
             print(
-                f"  normal run: {result.requests} requests, {result.errors} errors",
+                f"  normal run: {format_count(result.requests, 'request')}, "
+                f"{format_count(result.errors, 'error')}",
                 file=out,
             )
             time.sleep(settle)
@@ -177,8 +185,9 @@ def _monitor_runs(model, scenario_name: str, fault_name: str, out: TextIO):
             try:
                 result = scenario.run_workload(MONITOR_REQUESTS)
                 print(
-                    f"  run with {fault_name}: {result.requests} requests, "
-                    f"{result.errors} errors",
+                    f"  run with {fault_name}: "
+                    f"{format_count(result.requests, 'request')}, "
+                    f"{format_count(result.errors, 'error')}",
                     file=out,
                 )
                 time.sleep(settle)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import KFold
 
+from syslrn.text import format_count
+
 DEFAULT_FOLDS = 10
 DEFAULT_SEED = 0
 
@@ -57,7 +59,8 @@ def make_folds(
         raise ValueError(f"n_folds={n_folds}: cross-validation needs at least 2 folds")
     if len(normal) < n_folds:
         raise ValueError(
-            f"n_folds={n_folds} but only {len(normal)} failure-free experiments; "
+            f"n_folds={n_folds} but only "
+            f"{format_count(len(normal), 'failure-free experiment')}; "
             "lower the number of folds or record more failure-free runs"
         )
 

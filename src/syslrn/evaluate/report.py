@@ -27,6 +27,7 @@ from syslrn.model.classes import (
     SYSTEM_BACKGROUND,
     WORKLOAD_DRIVEN,
 )
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def write_report(
     ----------
     model : Model
     out_dir : Path
-        Created if missing.
+        Created if missing. Its parent must exist, so that a mistyped path
+        fails instead of creating a tree elsewhere.
     runs : sequence of ReportRun
         Runs to plot beside the training runs, coloured by verdict.
     graph : SystemGraph, optional
@@ -80,7 +82,7 @@ def write_report(
     Path
         The index.html written.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(exist_ok=True)
     classes = dict(model.training.get("classes") or {})
 
     figures = []
@@ -217,15 +219,16 @@ def _graph_figure(graph: SystemGraph, classes: dict[str, str]) -> Figure:
     if graph.n_nodes <= MAX_DRAWN_PROCESSES:
         drawn, node_class, labels, sizes, widths = _process_view(graph, classes)
         ax.set_title(
-            f"system graph of {graph.name}: {graph.n_nodes} nodes, "
-            f"{graph.n_edges} edges",
+            f"system graph of {graph.name}: {format_count(graph.n_nodes, 'node')}, "
+            f"{format_count(graph.n_edges, 'edge')}",
             fontsize=9,
         )
     else:
         drawn, node_class, labels, sizes, widths = _type_view(graph, classes)
         ax.set_title(
             f"system graph of {graph.name}, one node per node type "
-            f"({graph.n_nodes} nodes, {graph.n_edges} edges)",
+            f"({format_count(graph.n_nodes, 'node')}, "
+            f"{format_count(graph.n_edges, 'edge')})",
             fontsize=9,
         )
 
@@ -344,7 +347,8 @@ def _index_html(
     if model.degenerate:
         parts.append(
             f"<p><b>Fixed workload:</b> every training run had "
-            f"{e(str(training.get('fixed_requests')))} requests, so each feature is "
+            f"{e(format_count(training.get('fixed_requests'), 'request'))}, so each "
+            "feature is "
             "expected at a constant and only stable features are kept.</p>"
         )
 

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from syslrn.errors import SyslrnError, TraceError
 from syslrn.graph import SystemGraph, build_graph
+from syslrn.text import format_count
 from syslrn.trace.io import Trace, journal_path, read_meta, read_trace
 from syslrn.trace.schema import METADATA_KEY, REQUEST
 
@@ -398,19 +399,18 @@ def load_graph(run: Run) -> SystemGraph:
     if counted is not None:
         if run.requests is not None and counted != run.requests:
             log.debug(
-                "%s: using the trace's count of %d requests over the "
-                "campaign index's %d",
+                "%s: using the trace's count of %s over the campaign index's %d",
                 run.name,
-                counted,
+                format_count(counted, "request"),
                 run.requests,
             )
         run.requests = counted
     lost = lost_events(trace.meta)
     if lost:
         log.warning(
-            "%s: the recording lost %d events; its features may be too low",
+            "%s: the recording lost %s; its features may be too low",
             run.name,
-            lost,
+            format_count(lost, "event"),
         )
     if trace.meta.get("complete") is False:
         log.warning(

@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from syslrn.model.rule import expected_values, outside_tolerance
+from syslrn.text import format_count
 
 # Reasons stored per feature in ``reason_`` (None for kept features).
 CONSTANT = "constant"
@@ -84,7 +85,9 @@ class NormalModel(BaseEstimator):
                 f"{self.tolerance_floor}: both must be 0 or more"
             )
         if X.shape[0] < 2:
-            raise ValueError(f"{X.shape[0]} training runs: at least 2 are needed")
+            raise ValueError(
+                f"{format_count(X.shape[0], 'training run')}: at least 2 are needed"
+            )
         self.n_features_in_ = X.shape[1]
         self.degenerate_ = bool(np.unique(y).size < 2)
         if self.degenerate_:
@@ -128,7 +131,7 @@ class NormalModel(BaseEstimator):
             )
         if hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"X has {X.shape[1]} features: the model was fitted "
+                f"X has {format_count(X.shape[1], 'feature')}: the model was fitted "
                 f"on {self.n_features_in_}"
             )
         return X, y

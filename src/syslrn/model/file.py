@@ -22,7 +22,9 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+import reprlib
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,14 +32,19 @@ from typing import Any
 
 import numpy as np
 
-from syslrn.errors import ModelError
+from syslrn.collect.trigger import parse_trigger
+from syslrn.errors import ModelError, SyslrnError
 from syslrn.model.detection import Detection
 from syslrn.model.rule import RULE, RULE_DESCRIPTION, expected_values
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "syslrn-model"
 MODEL_SCHEMA_VERSION = 1
+
+#: Advice in error messages for a value that a hand edit broke.
+_RETRAIN = "train the model again"
 
 _TOP_KEYS = (
     "embedding",
@@ -79,32 +86,45 @@ class FeatureEntry:
 
     @classmethod
     def from_dict(cls, entry: Any, source: str) -> FeatureEntry:
+        """Check one decoded ``features`` entry and build it.
+
+        Raises
+        ------
+        ModelError
+            A key is missing or mistyped, or the tolerance is negative. The
+            message names ``source`` and the feature.
+        """
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ModelError(
                 f"{source}: a features entry has no name; the file is corrupt"
             )
         name = entry["name"]
-        numbers = {}
-        for key in ("slope", "intercept", "tolerance"):
-            value = entry.get(key)
-            if not _is_number(value):
-                raise ModelError(
-                    f"{source}: feature {name}: {key}={value!r} is not a number"
-                )
-            numbers[key] = float(value)
-        r2 = entry.get("r2")
-        if r2 is not None and not _is_number(r2):
-            raise ModelError(f"{source}: feature {name}: r2={r2!r} is not a number")
-        if not isinstance(entry.get("kept"), bool):
-            raise ModelError(f"{source}: feature {name}: kept must be true or false")
+        where = f"{source}: feature {name}"
+        numbers = {
+            key: _check_field(entry.get(key), f"{where}: {key}", _is_number, "a number")
+            for key in ("slope", "intercept", "tolerance")
+        }
+        # The detection rule flags |deviation| > tolerance, so a negative
+        # tolerance would flag every run, even one that matches exactly.
+        if numbers["tolerance"] < 0:
+            raise ModelError(
+                f"{where}: tolerance={numbers['tolerance']!r} is negative, which "
+                f"would flag every run; set it to 0 or more, or {_RETRAIN}"
+            )
+        r2 = _check_optional(entry.get("r2"), f"{where}: r2", _is_number, "a number")
+        kept = _check_field(
+            entry.get("kept"), f"{where}: kept", _is_bool, "true or false"
+        )
+        text = {
+            key: _check_optional(entry.get(key), f"{where}: {key}", _is_str, "a string")
+            for key in ("node_type", "stat", "reason")
+        }
         return cls(
             name=name,
-            node_type=entry.get("node_type"),
-            stat=entry.get("stat"),
-            kept=entry["kept"],
+            kept=kept,
             r2=None if r2 is None else float(r2),
-            reason=entry.get("reason"),
-            **numbers,
+            **{key: float(value) for key, value in numbers.items()},
+            **text,
         )
 
 
@@ -197,8 +217,9 @@ class Model:
         fixed = self.training.get("fixed_requests")
         if self.degenerate and fixed is not None and int(requests) != int(fixed):
             detection.notes.append(
-                f"the model learned a fixed workload of {fixed} requests; "
-                f"this run has {requests}, so its expectations may not apply"
+                "the model learned a fixed workload of "
+                f"{format_count(int(fixed), 'request')}; this run has {requests}, "
+                "so its expectations may not apply"
             )
         return detection
 
@@ -223,7 +244,8 @@ class Model:
         ------
         ModelError
             The document is not a syslrn model, is of another schema
-            version, or lacks or mistypes a key.
+            version, lacks or mistypes a key, lists a feature twice or gives
+            one a negative tolerance. The message names ``source``.
         """
         if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
             raise ModelError(
@@ -240,32 +262,44 @@ class Model:
             raise ModelError(
                 f"{source}: model lacks keys {missing}; the file is corrupt"
             )
-        for key in ("embedding", "model"):
-            part = document[key]
-            if not isinstance(part, dict) or not isinstance(part.get("name"), str):
-                raise ModelError(f'{source}: "{key}" must be an object with a name')
-        rule = (document["detection"] or {}).get("rule")
+        parts = {
+            key: _check_part(document[key], f"{source}: {key}")
+            for key in ("embedding", "model")
+        }
+        detection = _check_field(
+            document["detection"], f"{source}: detection", _is_object, "an object"
+        )
+        rule = detection.get("rule")
         if rule != RULE:
             raise ModelError(
                 f"{source}: detection rule {rule!r} is unknown; this "
                 f"syslrn applies {RULE!r}"
             )
-        if not isinstance(document["features"], list):
-            raise ModelError(f'{source}: "features" must be a list')
+        features = _check_field(
+            document["features"], f"{source}: features", _is_list, "a list"
+        )
+        entries = [FeatureEntry.from_dict(f, source) for f in features]
+        counts = Counter(entry.name for entry in entries)
+        repeated = sorted(name for name, count in counts.items() if count > 1)
+        if repeated:
+            raise ModelError(
+                f"{source}: features {repeated} are listed more than once; keep "
+                f"one entry per feature, or {_RETRAIN}"
+            )
+        degenerate = _check_field(
+            document["degenerate"], f"{source}: degenerate", _is_bool, "true or false"
+        )
+        plan = _check_optional(
+            document["plan"], f"{source}: plan", _is_object, "an object"
+        )
         return cls(
-            embedding={
-                "name": document["embedding"]["name"],
-                "params": dict(document["embedding"].get("params") or {}),
-            },
-            model={
-                "name": document["model"]["name"],
-                "params": dict(document["model"].get("params") or {}),
-            },
-            features=[FeatureEntry.from_dict(f, source) for f in document["features"]],
-            detection=dict(document["detection"]),
-            degenerate=bool(document["degenerate"]),
-            training=dict(document["training"] or {}),
-            plan=document["plan"],
+            embedding=parts["embedding"],
+            model=parts["model"],
+            features=entries,
+            detection=dict(detection),
+            degenerate=degenerate,
+            training=_check_training(document["training"], source),
+            plan=plan,
         )
 
 
@@ -311,12 +345,134 @@ def load_model(path: str | os.PathLike) -> Model:
     return Model.from_dict(document, source=str(path))
 
 
+def require_kept_features(model: Model, source: str) -> None:
+    """Raise ModelError naming ``source`` when the model keeps no feature.
+
+    ``syslrn train`` writes no such model, but a hand edit can leave one,
+    and it would pass every run as normal.
+    """
+    if not model.kept_features:
+        raise ModelError(
+            f"{source}: the model keeps no feature, so it cannot flag any run; set "
+            f'"kept": true on at least one feature or {_RETRAIN}'
+        )
+
+
+def _check_field(
+    value: Any, where: str, is_valid: Callable[[Any], bool], expected: str
+) -> Any:
+    """Return ``value`` unchanged, or raise ModelError if ``is_valid`` rejects it."""
+    if not is_valid(value):
+        raise ModelError(
+            f"{where}={reprlib.repr(value)} is not {expected}; correct it in the "
+            f"file or {_RETRAIN}"
+        )
+    return value
+
+
+def _check_optional(
+    value: Any, where: str, is_valid: Callable[[Any], bool], expected: str
+) -> Any:
+    """Return ``value`` unchanged if it is None or passes ``is_valid``."""
+    if value is None:
+        return None
+    return _check_field(value, where, is_valid, expected)
+
+
+def _check_part(value: Any, where: str) -> dict[str, Any]:
+    """Check an ``{"name": ..., "params": {...}}`` object and return a copy."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ModelError(f"{where} must be an object with a name; the file is corrupt")
+    params = _check_optional(
+        value.get("params"), f"{where}: params", _is_object, "an object"
+    )
+    return {"name": value["name"], "params": dict(params or {})}
+
+
+def _check_training(value: Any, source: str) -> dict[str, Any]:
+    """Check the training facts that syslrn reads back, and return a copy.
+
+    Keys that syslrn does not read are kept unchecked.
+    """
+    training = _check_optional(value, f"{source}: training", _is_object, "an object")
+    training = dict(training or {})
+    for key, (is_valid, expected) in _TRAINING_FIELDS.items():
+        _check_optional(
+            training.get(key), f"{source}: training.{key}", is_valid, expected
+        )
+    trigger = training.get("trigger")
+    if trigger is not None:
+        try:
+            parse_trigger(trigger)
+        except SyslrnError as exc:
+            raise ModelError(
+                f"{source}: training.trigger: {exc}; correct it in the file or "
+                f"{_RETRAIN}"
+            ) from None
+    return training
+
+
 def _is_number(value: Any) -> bool:
     return (
         isinstance(value, int | float)
         and not isinstance(value, bool)
         and math.isfinite(value)
     )
+
+
+def _is_non_negative(value: Any) -> bool:
+    return _is_number(value) and value >= 0
+
+
+def _is_count(value: Any) -> bool:
+    return _is_non_negative(value) and float(value).is_integer()
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list)
+
+
+def _list_of(is_item: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, list) and all(map(is_item, value))
+
+
+def _object_of(is_item: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, dict) and all(map(is_item, value.values()))
+
+
+#: Training facts that syslrn reads back: the report plots and lists them,
+#: detection notes ``fixed_requests``, and the monitor sizes its windows from
+#: ``quiet_gap_s``. Each may be null.
+_TRAINING_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "runs": (_is_count, "a whole number of 0 or more"),
+    "requests": (_list_of(_is_count), "a list of request counts"),
+    "fixed_requests": (_is_count, "a whole number of 0 or more"),
+    "quiet_gap_s": (_is_non_negative, "a number of seconds of 0 or more"),
+    "durations_s": (
+        _list_of(lambda item: item is None or _is_non_negative(item)),
+        "a list of durations in seconds",
+    ),
+    "trigger": (_is_str, "a trigger such as tcp:5432"),
+    "driver_excluded": (_is_bool, "true or false"),
+    "run_names": (_list_of(_is_str), "a list of run names"),
+    "classes": (_object_of(_is_str), "an object of node types and their classes"),
+    "observations": (
+        _object_of(_list_of(_is_number)),
+        "an object of feature names and lists of numbers",
+    ),
+}
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -20,6 +20,7 @@ from syslrn.collect.trigger import Trigger, is_listening
 from syslrn.errors import SyslrnError
 from syslrn.monitor.kernel import MonitorProbes, WindowFeatures
 from syslrn.monitor.plan import MonitorPlan, make_plan
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class Verdict:
         }
 
     def human(self) -> str:
-        head = f"window {self.window.epoch} ({self.window.requests} requests)"
+        requests = format_count(self.window.requests, "request")
+        head = f"window {self.window.epoch} ({requests})"
         if not self.anomalous:
             return f"{head}: normal"
         parts = [
@@ -132,9 +134,9 @@ class Monitor:
         """Monitor until ``stop`` is set; judge every window that closed."""
         self.probes.load()
         log.info(
-            "monitoring %s: %d features, quiet time %.2f s, programs %s",
+            "monitoring %s: %s, quiet time %.2f s, programs %s",
             self.trigger,
-            len(self.plan.features),
+            format_count(len(self.plan.features), "feature"),
             self.quiet_s,
             ", ".join(self.plan.programs),
         )
@@ -146,7 +148,7 @@ class Monitor:
             self._report_open_window()
         finally:
             self.probes.close()
-            log.info("monitor stopped after %d windows", self._judged)
+            log.info("monitor stopped after %s", format_count(self._judged, "window"))
         return self.verdicts
 
     def poll(self) -> None:
@@ -189,9 +191,9 @@ class Monitor:
         if any(errors.values()):
             log.warning("monitor maps were full: %s; counts may be low", errors)
         log.info(
-            "window %d closed: %d requests, %s",
+            "window %d closed: %s, %s",
             window.epoch,
-            window.requests,
+            format_count(window.requests, "request"),
             "anomalous" if verdict.anomalous else "normal",
         )
         self.on_verdict(verdict)

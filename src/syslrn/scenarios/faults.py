@@ -22,6 +22,7 @@ from pathlib import Path
 from syslrn.scenarios import host
 from syslrn.scenarios.base import Fault
 from syslrn.scenarios.support import ScenarioError
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,11 @@ class KillProcesses(HostFault):
     def _revert(self) -> None:
         self._stop.set()
         self._thread.join()
-        log.info("fault %s killed %d processes", self.name, self.killed)
+        log.info(
+            "fault %s killed %s",
+            self.name,
+            format_count(self.killed, "process", "processes"),
+        )
 
     def _run(self, parent: int) -> None:
         while not self._stop.is_set():

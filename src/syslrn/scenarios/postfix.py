@@ -45,6 +45,7 @@ from syslrn.scenarios.support import (
     start_process,
     stop_process,
 )
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +264,10 @@ class PostfixScenario(Scenario):
         errors = self._await_delivery(sessions, log_offset, deadline)
         duration = time.monotonic() - start
         log.info(
-            "postfix workload: %d messages, %d errors, %.2f s", n, len(errors), duration
+            "postfix workload: %s, %s, %.2f s",
+            format_count(n, "message"),
+            format_count(len(errors), "error"),
+            duration,
         )
         return WorkloadResult(
             requests=n, errors=len(errors), messages=errors[:10], duration_s=duration

@@ -44,6 +44,7 @@ from syslrn.scenarios.support import (
     stop_process,
     user_credentials,
 )
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,9 @@ class PostgresScenario(Scenario):
         self._wait_sessions_closed()
         duration = time.monotonic() - started
         if errors:
-            log.info("%d of %d sessions failed: %s", errors, n, messages[0])
+            log.info(
+                "%d of %s failed: %s", errors, format_count(n, "session"), messages[0]
+            )
         return WorkloadResult(
             requests=n, errors=errors, messages=messages, duration_s=duration
         )

@@ -44,6 +44,7 @@ from syslrn.scenarios.support import (
     start_process,
     stop_process,
 )
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,10 @@ class SshScenario(Scenario):
         errors = [f"{s.token}: {s.error}" for s in sessions if s.error]
         duration = time.monotonic() - start
         log.info(
-            "ssh workload: %d sessions, %d errors, %.2f s", n, len(errors), duration
+            "ssh workload: %s, %s, %.2f s",
+            format_count(n, "session"),
+            format_count(len(errors), "error"),
+            duration,
         )
         return WorkloadResult(
             requests=n, errors=len(errors), messages=errors[:10], duration_s=duration

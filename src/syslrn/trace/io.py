@@ -27,6 +27,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from syslrn.errors import SyslrnError, TraceError
+from syslrn.text import format_count
 from syslrn.trace.schema import EVENT_SCHEMA, METADATA_KEY, REQUEST, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ class TraceWriter:
         meta["complete"] = True
         _journal_to_parquet(self.journal, self.path, meta)
         self.journal.unlink()
-        log.info("trace %s closed with %d events", self.path, self.rows)
+        log.info("trace %s closed with %s", self.path, format_count(self.rows, "event"))
         return self.path
 
     def __enter__(self) -> TraceWriter:
@@ -295,7 +296,11 @@ def recover(path: str | os.PathLike) -> Path:
     _count_requests(batches, meta)
     rows = _journal_to_parquet(journal, path, meta)
     journal.unlink()
-    log.warning("%s: recovered %d events of an interrupted recording", path, rows)
+    log.warning(
+        "%s: recovered %s of an interrupted recording",
+        path,
+        format_count(rows, "event"),
+    )
     return path
 
 
@@ -346,10 +351,10 @@ def read_trace(path: str | os.PathLike, columns: list[str] | None = None) -> Tra
             _count_requests(batches, meta)
             table = pa.Table.from_batches(batches, schema=EVENT_SCHEMA)
             log.warning(
-                "%s: recording was interrupted; read %d events from %s "
+                "%s: recording was interrupted; read %s from %s "
                 "(run 'syslrn trace recover %s' to finish the file)",
                 path,
-                table.num_rows,
+                format_count(table.num_rows, "event"),
                 journal.name,
                 path,
             )

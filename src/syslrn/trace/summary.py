@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from syslrn.text import format_count
 from syslrn.trace.io import Trace
 from syslrn.trace.schema import ACCEPT, CONNECT, EXEC, FLAG_DRIVER, FORK, SNAPSHOT
 
@@ -201,7 +202,7 @@ def format_summary(summary: TraceSummary, top: int = 10) -> str:
 
 def _format_lost(lost: dict[str, int]) -> str:
     events = lost.get("reserve_failed", 0)
-    text = f"{events} events"
+    text = format_count(events, "event")
     if events:
         text += " (ring buffer reservations failed: this trace is missing events)"
     others = {k: v for k, v in lost.items() if k != "reserve_failed" and v}
