@@ -79,7 +79,12 @@ def test_plan_cuts_non_ascii_type_by_bytes():
 
 def test_plan_rejects_non_ascii_types_sharing_prefix():
     with pytest.raises(ModelError, match="share the 15-byte prefix"):
-        make_plan(_model("count:slt-\u20ac\u20ac\u20ac\u20aca", "count:slt-\u20ac\u20ac\u20ac\u20acb"))
+        make_plan(
+            _model(
+                "count:slt-\u20ac\u20ac\u20ac\u20aca",
+                "count:slt-\u20ac\u20ac\u20ac\u20acb",
+            )
+        )
 
 
 def test_plan_warns_on_long_type():

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import mmap
 import logging
+import mmap
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -226,10 +226,15 @@ class Map:
         size = (self.value_size * self.max_entries + page - 1) // page * page
         try:
             return mmap.mmap(
-                self.fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE
+                self.fd,
+                size,
+                flags=mmap.MAP_SHARED,
+                prot=mmap.PROT_READ | mmap.PROT_WRITE,
             )
         except OSError as exc:
-            raise BpfError(f"map {self.name}: cannot map it into memory: {exc}") from exc
+            raise BpfError(
+                f"map {self.name}: cannot map it into memory: {exc}"
+            ) from exc
 
     def lookup(self, key: bytes, value_size: int | None = None) -> bytes | None:
         """Return the value stored at ``key``, or None when absent.

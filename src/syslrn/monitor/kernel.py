@@ -19,6 +19,7 @@ from syslrn.collect.procfs import unseen_comms
 from syslrn.collect.trigger import Trigger, set_trigger
 from syslrn.errors import BpfError
 from syslrn.monitor.plan import MAX_NODE_TYPES, MonitorPlan, kernel_comm
+from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +160,11 @@ class MonitorProbes:
             self.obj = None
             raise
         log.info(
-            "attached %d programs (%s) at %d probes, %d node types filtered",
-            len(self.plan.programs),
+            "attached %s (%s) at %s, %s filtered",
+            format_count(len(self.plan.programs), "program"),
             ", ".join(self.plan.programs),
-            self.plan.probes,
-            len(self.plan.node_types),
+            format_count(self.plan.probes, "probe"),
+            format_count(len(self.plan.node_types), "node type"),
         )
 
     def _configure(self, obj: BpfObject) -> None:
@@ -203,7 +204,9 @@ class MonitorProbes:
             index = types.get(comm, 0)
             if index:
                 procs.update(
-                    struct.pack("<I", pid), _PROC_STATE.pack(index, 0, 0, 0), BPF_NOEXIST
+                    struct.pack("<I", pid),
+                    _PROC_STATE.pack(index, 0, 0, 0),
+                    BPF_NOEXIST,
                 )
 
     # -- reading -----------------------------------------------------------
@@ -217,7 +220,10 @@ class MonitorProbes:
         for _ in range(1000):
             raw = _RawState.from_buffer_copy(self._bss)
             after = _RawWindow.from_buffer_copy(self._bss)
-            if not (raw.window.opening or after.opening) and after.epoch == raw.window.epoch:
+            if (
+                not (raw.window.opening or after.opening)
+                and after.epoch == raw.window.epoch
+            ):
                 break
         self._last = raw
         return raw

@@ -178,9 +178,9 @@ class Monitor:
         state = self.probes.state()
         if state.epoch > self._judged:
             log.warning(
-                "window %d was still open at stop (%d requests so far) and is not judged",
+                "window %d was still open at stop (%s so far) and is not judged",
                 state.epoch,
-                state.current.requests,
+                format_count(state.current.requests, "request"),
             )
 
     def _judge(self, window: WindowFeatures) -> None:
