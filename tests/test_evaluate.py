@@ -19,8 +19,11 @@ from syslrn.evaluate.runs import (
     load_graph,
     require_requests,
     resolve_runs,
+    run_duration_s,
 )
 from syslrn.model import LinearModel
+from syslrn.trace.io import Trace
+from syslrn.trace.schema import table_from_rows
 
 
 def test_confusion_metrics():
@@ -296,3 +299,10 @@ def test_table_and_traces_do_not_mix(tmp_path):
 
     with pytest.raises(SyslrnError, match="must be the only input"):
         resolve_runs([trace, table])
+
+
+def test_run_duration_from_recorder_times():
+    meta = {"started_ns": 2_000_000_000, "stopped_ns": 5_500_000_000}
+    trace = Trace(table=table_from_rows([]), meta=meta)
+
+    assert run_duration_s(trace) == pytest.approx(3.5)

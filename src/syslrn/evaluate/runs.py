@@ -452,13 +452,14 @@ def _host_times(trace: Trace, kind: str | None = None) -> dict[int, np.ndarray]:
 def run_duration_s(trace: Trace) -> float | None:
     """Return how long the recording ran, in seconds.
 
-    Taken from the metadata (``duration_s``, or ``stop_ns - start_ns``);
-    without them, the longest span between a host's first and last event.
+    Taken from the metadata (``duration_s``, or ``stopped_ns - started_ns``
+    as the recorder writes them); without them, the longest span between a
+    host's first and last event.
     """
     meta = trace.meta
     if isinstance(meta.get("duration_s"), int | float):
         return float(meta["duration_s"])
-    start, stop = meta.get("start_ns"), meta.get("stop_ns")
+    start, stop = meta.get("started_ns"), meta.get("stopped_ns")
     if isinstance(start, int) and isinstance(stop, int) and stop >= start:
         return (stop - start) / 1e9
     spans = [t[-1] - t[0] for t in _host_times(trace).values()]
