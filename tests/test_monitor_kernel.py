@@ -284,3 +284,25 @@ def test_abstract_unix_trigger_matches_name_only():
     finally:
         probes.close()
     assert state.total_requests == 2
+
+
+@pytest.mark.bpf
+def test_first_request_opens_window_soon_after_boot():
+    # A quiet time longer than the host's uptime stands in for a monitor
+    # started right after boot, when no request is older than it.
+    uptime_s = float(open("/proc/uptime").read().split()[0])
+    plan = make_plan(_model("count:slt-none"))
+    server = _Server()
+    probes = MonitorProbes(
+        plan, parse_trigger(f"tcp:{server.port}"), quiet_s=uptime_s + 3600
+    )
+    probes.load()
+    try:
+        server.request()
+        server.request()
+        state = probes.state()
+    finally:
+        probes.close()
+        server.close()
+    assert state.epoch == 1
+    assert state.current.requests == 2

@@ -62,7 +62,7 @@ struct {
  * last_request_ns is 0, which makes this false once the host has been up
  * longer than the quiet time. On a host booted more recently, the counts go
  * to the window of epoch 0, which user space never reads and the second
- * window's opening clears. */
+ * window's opening clears, and the first request opens window 1. */
 static __always_inline bool in_window(__u64 now)
 {
 	/* Signed: another CPU may have stored a request later than now. */
@@ -274,7 +274,9 @@ static __always_inline void request(__u64 now)
 	__u64 seen = __sync_fetch_and_add(&w->requests, 1);
 	__u64 slot = (w->epoch + 1) & 1, type;
 
-	if (!in_window(now)) {
+	/* Epoch 0 is no window, even on a host up for less than the quiet
+	 * time, where in_window() holds before any request. */
+	if (!in_window(now) || !w->epoch) {
 		/* One CPU opens the next window; a request on another CPU
 		 * meanwhile counts into none. The other programs see the new
 		 * window only once last_request_ns moves, after its counts
