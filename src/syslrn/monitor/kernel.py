@@ -89,7 +89,7 @@ BPF_NOEXIST = 1
 
 @dataclass(frozen=True)
 class WindowMeta:
-    """When a window opened, its last request, and its requests."""
+    """The opening time, last request and request count of a window."""
 
     open_ns: int
     last_request_ns: int
@@ -225,6 +225,12 @@ class MonitorProbes:
                 and after.epoch == raw.window.epoch
             ):
                 break
+        else:
+            log.warning(
+                "window %d was still opening after 1000 reads, so its counts may "
+                "mix two windows",
+                raw.window.epoch + 1,
+            )
         self._last = raw
         return raw
 

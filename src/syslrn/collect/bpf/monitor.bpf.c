@@ -231,8 +231,8 @@ static __always_inline bool is_trigger(struct socket_info *info)
 	if (cfg.trigger_kind != TRIGGER_UNIX || info->family != AF_UNIX)
 		return false;
 
-	/* Most accepted unix sockets fail on the length alone. addr->len
-	 * counts sun_family too. */
+	/* Most other unix sockets already differ in the name's length.
+	 * addr->len counts sun_family too. */
 	addr = kernel_cast(info->sk, struct unix_sock)->addr;
 	if (!addr || addr->len != cfg.trigger_path_len + SUN_PATH_OFFSET ||
 	    cfg.trigger_path_len > UNIX_PATH_LEN)
@@ -252,8 +252,8 @@ static __always_inline bool is_trigger(struct socket_info *info)
 	return true;
 }
 
-/* Count one process of procs into the opening window's count of its type;
- * slot is the opening window's parity. */
+/* Count one process of procs into the opening window's count of its type.
+ * slot is the parity of the opening window. */
 static long count_alive(struct bpf_map *map, __u32 *tgid, struct proc_state *p, __u64 *slot)
 {
 	__u64 type = p->type;
@@ -272,17 +272,19 @@ static __always_inline void request(__u64 now)
 {
 	struct window_state *w = &state.window;
 	__u64 seen = __sync_fetch_and_add(&w->requests, 1);
-	__u64 slot = (w->epoch + 1) & 1, type;
+	__u64 slot, type;
 
 	/* Epoch 0 is no window, even on a host up for less than the quiet
-	 * time, where in_window() holds before any request. */
+	 * time, where in_window() is true before any request. */
 	if (!in_window(now) || !w->epoch) {
-		/* One CPU opens the next window; a request on another CPU
-		 * meanwhile counts into none. The other programs see the new
-		 * window only once last_request_ns moves, after its counts
-		 * start from the live processes and the epoch has moved. */
+		/* One CPU opens the next window. A request that another CPU
+		 * accepts meanwhile is in the total but does not move
+		 * last_request_ns. The other programs see the new window only
+		 * once last_request_ns moves, after its counts start from the
+		 * live processes and the epoch has moved. */
 		if (__sync_val_compare_and_swap(&w->opening, 0, 1) != 0)
 			return;
+		slot = (w->epoch + 1) & 1;
 #pragma clang loop unroll(disable)
 		for (type = 1; type <= cfg.node_types && type <= MAX_NODE_TYPES; type++) {
 			state.features[slot][type].count = 0;
@@ -306,13 +308,18 @@ static __always_inline int on_accept(struct trace_event_raw_sys_exit *ctx, const
 {
 	struct socket_info info = {};
 	struct proc_state *p;
+	bool trigger;
 	__u32 tgid;
 	__u64 now;
 
 	if (ctx->ret < 0 || !socket_of_fd(bpf_get_current_task_btf(), ctx->ret, &info))
 		return 0;
+	/* The clock is read only for an accept that needs it. */
+	trigger = is_trigger(&info);
+	if (!trigger && !degree)
+		return 0;
 	now = bpf_ktime_get_boot_ns();
-	if (is_trigger(&info))
+	if (trigger)
 		request(now);
 	if (!degree)
 		return 0;
