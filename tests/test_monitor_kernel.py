@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,7 @@ def test_count_only_plan_has_no_connection_probes():
     assert [t.name for t in plan.node_types] == ["sh", "true"]
 
 
-def test_degree_plan_loads_degree_builds_and_connect_probe():
+def test_degree_plan_loads_degree_builds():
     plan = make_plan(_model("count:true", "degree:sh"))
     assert plan.programs == [
         "mon_fork_deg",
@@ -287,10 +288,10 @@ def test_abstract_unix_trigger_matches_name_only():
 
 
 @pytest.mark.bpf
-def test_first_request_opens_window_soon_after_boot():
-    # A quiet time longer than the host's uptime stands in for a monitor
+def test_first_request_opens_window_after_boot():
+    # A quiet time longer than the host's uptime simulates a monitor
     # started right after boot, when no request is older than it.
-    uptime_s = float(open("/proc/uptime").read().split()[0])
+    uptime_s = float(Path("/proc/uptime").read_text().split()[0])
     plan = make_plan(_model("count:slt-none"))
     server = _Server()
     probes = MonitorProbes(

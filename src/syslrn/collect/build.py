@@ -82,7 +82,7 @@ def vmlinux_header(out_dir: Path) -> Path:
     return header
 
 
-#: Objects kept per program name; older builds of other sources are removed.
+#: Objects kept per program name. Older builds, of other sources, are removed.
 KEEP_BUILDS = 8
 
 

@@ -220,7 +220,8 @@ class Map:
         """Map a loaded mappable map (``.bss``, ``.data``) into memory.
 
         The programs update that memory as user space reads it. libbpf
-        before 1.5 does not map it on load, so it is mapped here.
+        1.1, which Debian 12 has, does not map it on load, so it is mapped
+        here.
         """
         page = mmap.PAGESIZE
         size = (self.value_size * self.max_entries + page - 1) // page * page
@@ -232,9 +233,7 @@ class Map:
                 prot=mmap.PROT_READ | mmap.PROT_WRITE,
             )
         except OSError as exc:
-            raise BpfError(
-                f"map {self.name}: cannot map it into memory: {exc}"
-            ) from exc
+            raise BpfError(f"map {self.name}: mmap failed: {exc}") from exc
 
     def lookup(self, key: bytes, value_size: int | None = None) -> bytes | None:
         """Return the value stored at ``key``, or None when absent.

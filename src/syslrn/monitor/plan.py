@@ -87,7 +87,7 @@ class MonitorPlan:
 
     @property
     def probes(self) -> int:
-        """The attach points: an accept program has two."""
+        """Number of attach points. An accept program has two."""
         return sum(len(HOOKS[name]) for name in self.programs)
 
     @property

@@ -229,7 +229,7 @@ static __always_inline void emit_socket(__u8 kind, __u64 fd, bool in_progress)
 }
 
 /* The fd is connect's first argument, which the task's saved user
- * registers still hold at syscall exit, so no entry program is needed. */
+ * registers still contain at syscall exit, so no entry program is needed. */
 SEC("tracepoint/syscalls/sys_exit_connect")
 int handle_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {

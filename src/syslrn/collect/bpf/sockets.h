@@ -21,8 +21,8 @@ struct socket_info {
 	bool read_failed;
 };
 
-/* bpf_core_cast() of libbpf 1.3, spelled out for the older headers of
- * Debian 12. The verifier turns the call into a plain move and lets the
+/* bpf_core_cast() of newer libbpf headers, spelled out for the 1.1 headers
+ * of Debian 12. The verifier turns the call into a plain move and lets the
  * program read the result's fields directly, one instruction each. */
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 #define kernel_cast(ptr, type) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
@@ -108,8 +108,8 @@ static __always_inline void fill_socket(struct event *e, struct socket_info *inf
 	struct pid *peer_pid;
 
 	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	/* sk is a BTF pointer, on which the verifier allows no arithmetic;
-	 * its value is read again as a plain number. */
+	/* sk is a BTF pointer, on which the verifier allows no arithmetic,
+	 * so its value is read again as a plain number. */
 	e->sock_id = (__u64)BPF_CORE_READ(sock, sk) ^ key;
 
 	if (info->family == AF_UNIX) {
