@@ -8,6 +8,7 @@ that command prints, so the demo doubles as a tour of the tool.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -204,3 +205,4 @@ def _monitor_runs(model, scenario_name: str, fault_name: str, out: TextIO):
         return normal, faulty
     finally:
         scenario.teardown()
+        shutil.rmtree(workdir, ignore_errors=True)
