@@ -24,7 +24,14 @@ def _model(*names):
 
 def test_count_only_plan_has_no_connection_probes():
     plan = make_plan(_model("count:true", "count:sh"))
-    assert plan.programs == ["mon_fork", "mon_exec", "mon_exit", "mon_accept"]
+    assert plan.programs == [
+        "mon_fork",
+        "mon_exec",
+        "mon_exit",
+        "mon_accept",
+        "mon_open",
+    ]
+    assert plan.hooks["mon_open"] == []
     assert plan.probes == 5
     assert not plan.track_degree
     assert [t.name for t in plan.node_types] == ["sh", "true"]
@@ -38,6 +45,7 @@ def test_degree_plan_loads_degree_builds():
         "mon_exit",
         "mon_connect",
         "mon_accept_deg",
+        "mon_open_deg",
     ]
     assert plan.probes == 6
     assert plan.track_degree
@@ -307,3 +315,24 @@ def test_first_request_opens_window_after_boot():
         server.close()
     assert state.epoch == 1
     assert state.current.requests == 2
+
+
+@pytest.mark.bpf
+def test_request_without_window_opener_is_reported():
+    # The accept program tail-calls the opener at a window's first request.
+    # With the opener's slot emptied, that request must show as an error
+    # rather than vanish.
+    plan = make_plan(_model("count:slt-none"))
+    server = _Server()
+    probes = MonitorProbes(plan, parse_trigger(f"tcp:{server.port}"), quiet_s=5.0)
+    probes.load()
+    try:
+        assert probes.obj.map("openers").delete(b"\0\0\0\0")
+        server.request()
+        state = probes.state()
+        errors = probes.errors()
+    finally:
+        probes.close()
+        server.close()
+    assert state.epoch == 0
+    assert errors == {"procs_full": 0, "no_opener": 1}

@@ -132,7 +132,10 @@ def format_plan(document: dict) -> str:
     )
     for name in document["programs"]:
         size = f"{sizes[name]:>5} insns" if name in sizes else ""
-        hooks = ", ".join(document["hooks"][name])
+        caller = document.get("tail_called_by", {}).get(name)
+        hooks = (
+            f"tail call from {caller}" if caller else ", ".join(document["hooks"][name])
+        )
         lines.append(f"  {name:<18} {size:<11} {hooks}")
     if sizes:
         mean = sum(sizes.values()) / len(sizes)

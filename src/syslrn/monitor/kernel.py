@@ -18,29 +18,29 @@ from syslrn.collect.privileges import check_bpf_allowed
 from syslrn.collect.procfs import unseen_comms
 from syslrn.collect.trigger import Trigger, set_trigger
 from syslrn.errors import BpfError
-from syslrn.monitor.plan import MAX_NODE_TYPES, MonitorPlan, kernel_comm
+from syslrn.monitor.plan import TAIL_CALLED, MonitorPlan, kernel_comm
 from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
 
 OBJECT_NAME = "monitor"
 SNAPSHOT_PROGRAM = "mon_snapshot"
-ERRORS = ("procs_full",)
+ERRORS = ("procs_full", "no_opener")
 _MONITOR_ERROR_MAX = 4
+#: Feature slots per window in bpf/monitor.h, node type 0 included.
+FEATURE_SLOTS = 128
 
 
 class MonitorConfig(ctypes.Structure):
     """``struct monitor_config`` of bpf/monitor.h."""
 
     _fields_ = [
-        ("quiet_ns", ctypes.c_uint64),
         ("node_types", ctypes.c_uint32),
-        ("pad0", ctypes.c_uint32),
         ("trigger_kind", ctypes.c_uint32),
         ("trigger_port", ctypes.c_uint32),
         ("trigger_path_len", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
         ("trigger_path", ctypes.c_char * 108),
+        ("trigger_path_pad", ctypes.c_char * 4),
     ]
 
 
@@ -58,6 +58,7 @@ class _RawWindow(ctypes.Structure):
     """``struct window_state`` of bpf/monitor.h."""
 
     _fields_ = [
+        ("quiet_ns", ctypes.c_uint64),
         ("epoch", ctypes.c_uint64),
         ("requests", ctypes.c_uint64),
         ("last_request_ns", ctypes.c_uint64),
@@ -78,7 +79,7 @@ class _RawState(ctypes.Structure):
 
     _fields_ = [
         ("window", _RawWindow),
-        ("features", (_RawFeatures * (MAX_NODE_TYPES + 1)) * 2),
+        ("features", (_RawFeatures * FEATURE_SLOTS) * 2),
         ("errors", ctypes.c_uint64 * _MONITOR_ERROR_MAX),
     ]
 
@@ -147,7 +148,16 @@ class MonitorProbes:
             obj.load()
             self.obj = obj
             self._bss = self._map_state(obj)
+            # The programs read the quiet time from .bss, next to the
+            # window it closes.
+            struct.pack_into(
+                "<Q",
+                self._bss,
+                _RawState.window.offset + _RawWindow.quiet_ns.offset,
+                self.quiet_ns,
+            )
             self._fill_names()
+            self._fill_openers()
             for name, hooks in self.plan.hooks.items():
                 for hook in hooks:
                     obj.attach(obj.program(name), hook)
@@ -169,7 +179,6 @@ class MonitorProbes:
 
     def _configure(self, obj: BpfObject) -> None:
         config = MonitorConfig()
-        config.quiet_ns = self.quiet_ns
         config.node_types = len(self.plan.node_types)
         set_trigger(config, self.trigger)
         obj.set_rodata(config)
@@ -189,6 +198,14 @@ class MonitorProbes:
         for node_type in self.plan.node_types:
             key = kernel_comm(node_type.name).ljust(16, b"\0")
             names.update(key, struct.pack("<I", node_type.index))
+
+    def _fill_openers(self) -> None:
+        """Put the plan's window opener where the accept program tail-calls."""
+        openers = self.obj.map("openers")
+        for name in self.plan.programs:
+            if name in TAIL_CALLED:
+                fd = self.obj.program(name).fd
+                openers.update(struct.pack("<I", 0), struct.pack("<I", fd))
 
     def _snapshot(self) -> None:
         """Put every live process of a kept node type in procs.

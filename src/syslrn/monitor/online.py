@@ -189,7 +189,10 @@ class Monitor:
         self.verdicts.append(verdict)
         errors = self.probes.errors()
         if any(errors.values()):
-            log.warning("monitor maps were full: %s; counts may be low", errors)
+            log.warning(
+                "the monitor's kernel programs missed events (%s); counts may be low",
+                ", ".join(f"{name} {n}" for name, n in errors.items() if n),
+            )
         log.info(
             "window %d closed: %s, %s",
             window.epoch,

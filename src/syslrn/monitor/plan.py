@@ -9,7 +9,9 @@ probes a model needs follow from which statistics it kept:
   exec, which carries a process's degree to its new type) and connection
   ends (connect exit, accept and accept4 exit).
 - The request count, which every model regresses on, needs the accept
-  probes, which also recognise the trigger socket.
+  probes, which also recognise the trigger socket. A request that opens a
+  window is handed to a program that opens it, by a tail call, so that the
+  accept programs stay small.
 
 The fork, exec and accept programs have two builds: one for counts only,
 which keeps no per-window degree per process, and one for degrees too. A
@@ -44,17 +46,23 @@ HOOKS = {
         "tracepoint/syscalls/sys_exit_accept4",
         "tracepoint/syscalls/sys_exit_accept",
     ),
+    "mon_open": (),
+    "mon_open_deg": (),
 }
+
+#: Programs attached nowhere -> the program that tail-calls them.
+TAIL_CALLED = {"mon_open": "mon_accept", "mon_open_deg": "mon_accept_deg"}
 
 #: The programs each statistic needs, request counting included.
 STAT_PROGRAMS = {
-    "count": ("mon_fork", "mon_exec", "mon_exit", "mon_accept"),
+    "count": ("mon_fork", "mon_exec", "mon_exit", "mon_accept", "mon_open"),
     "degree": (
         "mon_fork_deg",
         "mon_exec_deg",
         "mon_exit",
         "mon_connect",
         "mon_accept_deg",
+        "mon_open_deg",
     ),
 }
 
@@ -97,13 +105,17 @@ class MonitorPlan:
     def to_dict(self) -> dict[str, Any]:
         document = asdict(self)
         document["hooks"] = self.hooks
+        document["tail_called_by"] = {
+            name: TAIL_CALLED[name] for name in self.programs if name in TAIL_CALLED
+        }
         document["counters"] = [
             "procs map (node type of each process of a kept type, and its "
             "degree in the window when degrees are counted)",
             "names map (the kept node types' comm)",
-            ".bss: count and degree per node type for two windows, the "
-            "window's epoch, open time, last request and requests, and "
-            "full-map errors",
+            "openers map (the window opener that the accept program tail-calls)",
+            ".bss: count and degree per node type for two windows, the quiet "
+            "time, the window's epoch, open time, last request and requests, "
+            "and lost-event errors",
         ]
         document["probes"] = self.probes
         return document

@@ -24,7 +24,9 @@
  * costs a hash lookup and nothing else. The live processes of each type are
  * counted from procs when a window opens, not as they come and go, so exit
  * only deletes a process's entry. The counters live in one global, which a
- * program reaches without a map lookup. */
+ * program reaches without a map lookup. Opening a window is a program of its
+ * own, which the accept program tail-calls, so that an accept in an open
+ * window does not carry that code. */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
@@ -66,34 +68,30 @@ struct {
 static __always_inline bool in_window(__u64 now)
 {
 	/* Signed: another CPU may have stored a request later than now. */
-	return (__s64)(now - state.window.last_request_ns) <= (__s64)cfg.quiet_ns;
+	return (__s64)(now - state.window.last_request_ns) <= (__s64)state.window.quiet_ns;
 }
 
-/* Add to the open window's count and degree of a node type. A subprogram,
- * which the callers in one program share and the verifier trims to the
- * arguments they pass. Not inlined, it also keeps the bound check and the
- * access on one register: clang 14 would widen a 32-bit type once for each,
- * and the verifier would reject the access as unbounded. */
-static __noinline void add_features(__u64 type, __s64 count, __s64 degree)
+/* The open window's features, by node type. */
+static __always_inline struct node_features *open_row(void)
 {
-	struct node_features *f;
-
-	if (!type || type > MAX_NODE_TYPES)
-		return;
-	f = &state.features[state.window.epoch & 1][type];
-	if (count)
-		__sync_fetch_and_add(&f->count, count);
-	if (degree)
-		__sync_fetch_and_add(&f->degree, degree);
+	return state.features[state.window.epoch & 1];
 }
 
-/* The node type of a task, from its comm; 0 when it is not counted. */
+/* A node type's slot in a row. The mask bounds it for the verifier. */
+static __always_inline __u64 slot_of(__u64 type)
+{
+	return type & (FEATURE_SLOTS - 1);
+}
+
+/* The node type of a task, from its comm, or 0 when it is not counted. task
+ * is a BTF pointer, so its comm is read directly, 8 bytes at a time. */
 static __always_inline __u64 type_of_task(struct task_struct *task)
 {
-	char comm[TASK_COMM_LEN];
+	__u64 comm[TASK_COMM_LEN / 8];
 	__u32 *type;
 
-	bpf_probe_read_kernel(comm, sizeof(comm), task->comm);
+	comm[0] = *(__u64 *)&task->comm[0];
+	comm[1] = *(__u64 *)&task->comm[8];
 	type = bpf_map_lookup_elem(&names, comm);
 	return type ? *type : 0;
 }
@@ -108,12 +106,12 @@ static __always_inline void bump_degree(struct proc_state *p)
 		p->degree = 0;
 	}
 	p->degree += 1;
-	add_features(p->type, 0, 1);
+	__sync_fetch_and_add(&open_row()[slot_of(p->type)].degree, 1);
 }
 
-static __always_inline void save_proc(__u32 tgid, struct proc_state *fresh)
+static __always_inline void save_proc(const __u32 *tgid, struct proc_state *fresh)
 {
-	if (bpf_map_update_elem(&procs, &tgid, fresh, BPF_ANY))
+	if (bpf_map_update_elem(&procs, tgid, fresh, BPF_ANY))
 		__sync_fetch_and_add(&state.errors[MONITOR_ERROR_PROCS_FULL], 1);
 }
 
@@ -127,6 +125,7 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	__u32 parent_tgid = parent->tgid, tgid = child->tgid;
 	struct proc_state fresh = {};
 	struct proc_state *p = NULL;
+	struct node_features *f;
 	bool open;
 
 	if (tgid == parent_tgid)
@@ -141,12 +140,18 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 		p = bpf_map_lookup_elem(&procs, &parent_tgid);
 
 	if (open) {
-		fresh.epoch = state.window.epoch;
-		fresh.degree = degree;
-		add_features(fresh.type, 1, degree);
+		/* The entry's epoch and degree serve the degree build only. */
+		if (degree) {
+			fresh.epoch = state.window.epoch;
+			fresh.degree = 1;
+		}
+		f = &open_row()[slot_of(fresh.type)];
+		__sync_fetch_and_add(&f->count, 1);
+		if (degree)
+			__sync_fetch_and_add(&f->degree, 1);
 	}
 	if (fresh.type || (degree && open))
-		save_proc(tgid, &fresh);
+		save_proc(&tgid, &fresh);
 	if (degree && open && p)
 		bump_degree(p);
 	return 0;
@@ -168,9 +173,9 @@ static __always_inline int on_exec(struct task_struct *task, const bool degree)
 {
 	__u32 tgid = task->tgid;
 	struct proc_state *p = bpf_map_lookup_elem(&procs, &tgid);
-	struct proc_state fresh = {};
 	__u64 type, old = p ? p->type : 0;
 	__s64 carried = 0;
+	struct node_features *row;
 
 	/* The kernel has set comm to the new executable's basename. */
 	type = type_of_task(task);
@@ -180,14 +185,20 @@ static __always_inline int on_exec(struct task_struct *task, const bool degree)
 	if (in_window(bpf_ktime_get_boot_ns())) {
 		if (degree && p && p->epoch == state.window.epoch)
 			carried = p->degree;
-		add_features(old, -1, -carried);
-		add_features(type, 1, carried);
+		row = open_row();
+		__sync_fetch_and_add(&row[slot_of(old)].count, -1);
+		__sync_fetch_and_add(&row[slot_of(type)].count, 1);
+		if (carried) {
+			__sync_fetch_and_add(&row[slot_of(old)].degree, -carried);
+			__sync_fetch_and_add(&row[slot_of(type)].degree, carried);
+		}
 	}
 	if (p) {
 		p->type = type;
 	} else {
-		fresh.type = type;
-		save_proc(tgid, &fresh);
+		struct proc_state fresh = { .type = type };
+
+		save_proc(&tgid, &fresh);
 	}
 	return 0;
 }
@@ -222,94 +233,72 @@ int BPF_PROG(mon_exit, struct task_struct *task, bool group_dead)
 static __always_inline bool is_trigger(struct socket_info *info)
 {
 	const volatile __u64 *want = (const volatile __u64 *)cfg.trigger_path;
+	__u32 kind = cfg.trigger_kind, len, words, i;
 	__u64 name[UNIX_PATH_LEN / 8 + 1];
 	struct unix_address *addr;
-	__u32 i;
 
-	if (cfg.trigger_kind == TRIGGER_TCP)
+	if (kind == TRIGGER_TCP)
 		return info->family != AF_UNIX && info->sk->__sk_common.skc_num == cfg.trigger_port;
-	if (cfg.trigger_kind != TRIGGER_UNIX || info->family != AF_UNIX)
+	/* cfg is volatile: its fields are read once, into locals. */
+	len = cfg.trigger_path_len;
+	if (kind != TRIGGER_UNIX || info->family != AF_UNIX || len > UNIX_PATH_LEN)
 		return false;
 
 	/* Most other unix sockets already differ in the name's length.
 	 * addr->len counts sun_family too. */
 	addr = kernel_cast(info->sk, struct unix_sock)->addr;
-	if (!addr || addr->len != cfg.trigger_path_len + SUN_PATH_OFFSET ||
-	    cfg.trigger_path_len > UNIX_PATH_LEN)
+	if (!addr || addr->len != len + SUN_PATH_OFFSET)
 		return false;
 	/* Eight bytes at a time. cfg.trigger_path is zero-padded, so the
 	 * last word read is zeroed first, and only the name's own bytes are
 	 * read: the kernel's copy of it ends there. */
-	name[cfg.trigger_path_len / 8] = 0;
-	bpf_probe_read_kernel(name, cfg.trigger_path_len,
+	name[len / 8] = 0;
+	bpf_probe_read_kernel(name, len,
 			      (void *)addr + bpf_core_field_offset(struct unix_address, name) +
 				      SUN_PATH_OFFSET);
+	words = (len + 7) / 8;
 #pragma clang loop unroll(disable)
-	for (i = 0; i < (cfg.trigger_path_len + 7) / 8 && i < UNIX_PATH_LEN / 8 + 1; i++) {
+	for (i = 0; i < words && i < UNIX_PATH_LEN / 8 + 1; i++) {
 		if (name[i] != want[i])
 			return false;
 	}
 	return true;
 }
 
-/* Count one process of procs into the opening window's count of its type.
- * slot is the parity of the opening window. */
-static long count_alive(struct bpf_map *map, __u32 *tgid, struct proc_state *p, __u64 *slot)
+/* Whether a request at now falls in the open window. Epoch 0 is no window,
+ * even on a host up for less than the quiet time, where in_window() is true
+ * before any request. */
+static __always_inline bool in_request_window(__u64 now)
 {
-	__u64 type = p->type;
-
-	/* Keeps clang from checking one copy of type and indexing with another,
-	 * which the verifier rejects as unbounded. */
-	barrier_var(type);
-	if (type && type <= MAX_NODE_TYPES)
-		state.features[*slot & 1][type].count += 1;
-	return 0;
+	return in_window(now) && state.window.epoch;
 }
 
-/* Count a request, opening a window when the last request is older than the
- * quiet time. */
-static __always_inline void request(__u64 now)
+/* One edge end for the current process, if it is of a counted type, in the
+ * window open at now. */
+static __always_inline void bump_current(__u64 now)
 {
-	struct window_state *w = &state.window;
-	__u64 seen = __sync_fetch_and_add(&w->requests, 1);
-	__u64 slot, type;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct proc_state *p = bpf_map_lookup_elem(&procs, &tgid);
 
-	/* Epoch 0 is no window, even on a host up for less than the quiet
-	 * time, where in_window() is true before any request. */
-	if (!in_window(now) || !w->epoch) {
-		/* One CPU opens the next window. A request that another CPU
-		 * accepts meanwhile is in the total but does not move
-		 * last_request_ns. The other programs see the new window only
-		 * once last_request_ns moves, after its counts start from the
-		 * live processes and the epoch has moved. */
-		if (__sync_val_compare_and_swap(&w->opening, 0, 1) != 0)
-			return;
-		slot = (w->epoch + 1) & 1;
-#pragma clang loop unroll(disable)
-		for (type = 1; type <= cfg.node_types && type <= MAX_NODE_TYPES; type++) {
-			state.features[slot][type].count = 0;
-			state.features[slot][type].degree = 0;
-		}
-		bpf_for_each_map_elem(&procs, count_alive, &slot, 0);
-		w->previous.open_ns = w->current.open_ns;
-		w->previous.first_request = w->current.first_request;
-		w->previous.last_request_ns = w->last_request_ns;
-		w->current.open_ns = now;
-		w->current.first_request = seen;
-		w->epoch += 1;
-		w->last_request_ns = now;
-		w->opening = 0;
-		return;
-	}
-	w->last_request_ns = now;
+	if (p && p->type && in_window(now))
+		bump_degree(p);
 }
+
+/* The program that opens a window, which an accept program tail-calls at a
+ * request outside the open window. User space puts the plan's build in
+ * slot 0 before attach. A window opens rarely, so the accept programs do
+ * not carry its code. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} openers SEC(".maps");
 
 static __always_inline int on_accept(struct trace_event_raw_sys_exit *ctx, const bool degree)
 {
 	struct socket_info info = {};
-	struct proc_state *p;
 	bool trigger;
-	__u32 tgid;
 	__u64 now;
 
 	if (ctx->ret < 0 || !socket_of_fd(bpf_get_current_task_btf(), ctx->ret, &info))
@@ -319,15 +308,19 @@ static __always_inline int on_accept(struct trace_event_raw_sys_exit *ctx, const
 	if (!trigger && !degree)
 		return 0;
 	now = bpf_ktime_get_boot_ns();
-	if (trigger)
-		request(now);
-	if (!degree)
-		return 0;
 
-	tgid = bpf_get_current_pid_tgid() >> 32;
-	p = bpf_map_lookup_elem(&procs, &tgid);
-	if (p && p->type && in_window(now))
-		bump_degree(p);
+	if (trigger) {
+		if (!in_request_window(now)) {
+			/* Returns only when slot 0 is empty. */
+			bpf_tail_call(ctx, &openers, 0);
+			__sync_fetch_and_add(&state.errors[MONITOR_ERROR_NO_OPENER], 1);
+			return 0;
+		}
+		__sync_fetch_and_add(&state.window.requests, 1);
+		state.window.last_request_ns = now;
+	}
+	if (degree)
+		bump_current(now);
 	return 0;
 }
 
@@ -342,6 +335,67 @@ SEC("tracepoint/syscalls/sys_exit_accept4")
 int mon_accept_deg(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_accept(ctx, true);
+}
+
+/* Count one process of procs into the opening window's row of features. */
+static long count_alive(struct bpf_map *map, __u32 *tgid, struct proc_state *p,
+			struct node_features **row)
+{
+	(*row)[slot_of(p->type)].count += 1;
+	return 0;
+}
+
+/* Count the request of the accept program that tail-called, and open the
+ * next window unless another CPU has opened it since. The accept's
+ * connection end, when degrees are counted, goes to that window. */
+static __always_inline int open_window(const bool degree)
+{
+	struct window_state *w = &state.window;
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 seen = __sync_fetch_and_add(&w->requests, 1);
+	struct node_features *row;
+	__u64 type;
+
+	if (in_request_window(now)) {
+		w->last_request_ns = now;
+	} else if (__sync_val_compare_and_swap(&w->opening, 0, 1) == 0) {
+		/* One CPU opens the next window. A request that another CPU
+		 * accepts meanwhile is in the total but does not move
+		 * last_request_ns. The other programs see the new window only
+		 * once last_request_ns moves, after its counts start from the
+		 * live processes and the epoch has moved. */
+		row = state.features[(w->epoch + 1) & 1];
+#pragma clang loop unroll(disable)
+		for (type = 1; type <= cfg.node_types && type <= MAX_NODE_TYPES; type++) {
+			row[type].count = 0;
+			row[type].degree = 0;
+		}
+		bpf_for_each_map_elem(&procs, count_alive, &row, 0);
+		w->previous.open_ns = w->current.open_ns;
+		w->previous.first_request = w->current.first_request;
+		w->previous.last_request_ns = w->last_request_ns;
+		w->current.open_ns = now;
+		w->current.first_request = seen;
+		w->epoch += 1;
+		w->last_request_ns = now;
+		w->opening = 0;
+	}
+	if (degree)
+		bump_current(now);
+	return 0;
+}
+
+/* Reached by tail call only, so the section names no tracepoint. */
+SEC("tracepoint")
+int mon_open(struct trace_event_raw_sys_exit *ctx)
+{
+	return open_window(false);
+}
+
+SEC("tracepoint")
+int mon_open_deg(struct trace_event_raw_sys_exit *ctx)
+{
+	return open_window(true);
 }
 
 /* A connect that succeeded or is in progress, by a process of a counted

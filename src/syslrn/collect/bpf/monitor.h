@@ -6,21 +6,27 @@
 
 /* Node types one monitor counts at most. Index 0 is "not counted". */
 #define MAX_NODE_TYPES 64
+/* Feature slots per window: a power of two above MAX_NODE_TYPES, so that a
+ * mask bounds a type index without a branch. Slot 0 takes the adds of
+ * processes of no counted type, and nothing reads it. */
+#define FEATURE_SLOTS 128
 
 enum monitor_error {
 	MONITOR_ERROR_PROCS_FULL = 0,
+	/* A request found no window opener to tail-call. */
+	MONITOR_ERROR_NO_OPENER = 1,
 	MONITOR_ERROR_MAX = 4,
 };
 
 struct monitor_config {
-	__u64 quiet_ns;
 	__u32 node_types;
-	__u32 pad0;
 	__u32 trigger_kind;
 	__u32 trigger_port;
 	__u32 trigger_path_len;
-	__u32 pad;
 	char trigger_path[UNIX_PATH_LEN];
+	/* Pads the path to whole 8-byte words, which the trigger check
+	 * compares. */
+	char trigger_path_pad[4];
 };
 
 /* A process of a counted node type, or a process of no counted type that
@@ -52,6 +58,10 @@ struct window_meta {
  * window's requests are the next window's first_request, or the total for
  * the current one, minus its own first_request. */
 struct window_state {
+	/* Set by user space before attach. It sits here rather than in the
+	 * read-only config so that the programs reach it from the address
+	 * they already hold for last_request_ns. */
+	__u64 quiet_ns;
 	__u64 epoch;
 	__u64 requests;
 	__u64 last_request_ns;
@@ -67,7 +77,7 @@ struct window_state {
 struct monitor_state {
 	struct window_state window;
 	/* The features of the two windows in meta, by epoch parity. */
-	struct node_features features[2][MAX_NODE_TYPES + 1];
+	struct node_features features[2][FEATURE_SLOTS];
 	__u64 errors[MONITOR_ERROR_MAX];
 };
 
