@@ -115,9 +115,9 @@ static __always_inline void save_proc(const __u32 *tgid, struct proc_state *fres
 		__sync_fetch_and_add(&state.errors[MONITOR_ERROR_PROCS_FULL], 1);
 }
 
-/* The fork, exec and accept programs come in two builds, for counts only
- * and for degrees too. `degree` is a compile-time constant, so each build
- * has only the code it needs, and the plan loads one of them. */
+/* The fork, exec, accept and opener programs come in two builds, for
+ * counts only and for degrees too. `degree` is a compile-time constant, so
+ * each build has only the code it needs, and the plan loads one of them. */
 
 static __always_inline int on_fork(struct task_struct *parent, struct task_struct *child,
 				   const bool degree)
