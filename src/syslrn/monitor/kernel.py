@@ -170,7 +170,7 @@ class MonitorProbes:
             self.obj = None
             raise
         log.info(
-            "attached %s (%s) at %s, %s filtered",
+            "loaded %s (%s), attached at %s, %s filtered",
             format_count(len(self.plan.programs), "program"),
             ", ".join(self.plan.programs),
             format_count(self.plan.probes, "probe"),
