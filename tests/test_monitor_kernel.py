@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from syslrn.collect.trigger import parse_trigger
-from syslrn.errors import ModelError
+from syslrn.errors import ModelError, SyslrnError
 from syslrn.monitor.kernel import MonitorProbes
 from syslrn.monitor.plan import make_plan
 
@@ -70,6 +72,17 @@ def test_plan_rejects_types_sharing_comm_prefix():
 def test_plan_rejects_empty_node_type():
     with pytest.raises(ModelError, match="names no node type"):
         make_plan(_model("count:"))
+
+
+def test_plan_rejects_nul_in_node_type():
+    with pytest.raises(ModelError, match="NUL byte"):
+        make_plan(_model("count:sh\0x"))
+
+
+def test_probes_reject_quiet_time_beyond_kernel_range():
+    plan = make_plan(_model("count:sh"))
+    with pytest.raises(SyslrnError, match="invalid quiet time 1e\\+10 s"):
+        MonitorProbes(plan, parse_trigger("tcp:1"), quiet_s=1e10)
 
 
 def test_plan_rejects_duplicate_feature():
@@ -335,4 +348,63 @@ def test_request_without_window_opener_is_reported():
         probes.close()
         server.close()
     assert state.epoch == 0
-    assert errors == {"procs_full": 0, "no_opener": 1}
+    assert errors == {"procs_full": 0, "no_opener": 1, "open_wait": 0}
+
+
+# Two processes accept on one listener, so that accepts at a window's start
+# run on both CPUs at once and race to open it.
+PREFORK_SERVER = """
+import os, socket, sys
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(128)
+print(srv.getsockname()[1], flush=True)
+os.fork()
+while True:
+    conn, _ = srv.accept()
+    conn.close()
+"""
+
+
+@pytest.mark.bpf
+def test_racing_first_requests_count_in_window(tmp_path):
+    server_path = tmp_path / "slt-prefork"
+    os.symlink(sys.executable, server_path)
+    # A session of its own, so that both processes go with one killpg().
+    server = subprocess.Popen(
+        [str(server_path), "-c", PREFORK_SERVER],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    port = int(server.stdout.readline())
+    plan = make_plan(_model("count:slt-prefork", "degree:slt-prefork"))
+    probes = MonitorProbes(plan, parse_trigger(f"tcp:{port}"), quiet_s=0.2)
+    windows = []
+    try:
+        # Both server processes must be up before the first window opens.
+        time.sleep(0.3)
+        probes.load()
+        for _ in range(20):
+            clients = [socket.socket() for _ in range(16)]
+            for client in clients:
+                client.setblocking(False)
+                client.connect_ex(("127.0.0.1", port))
+            time.sleep(0.1)
+            for client in clients:
+                client.close()
+            state = probes.state()
+            windows.append(probes.window(state.epoch, state.current))
+            time.sleep(0.3)
+        errors = probes.errors()
+    finally:
+        probes.close()
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    assert [w.epoch for w in windows] == list(range(1, 21))
+    for window in windows:
+        assert window.requests == 16
+        # One connection end per accept; the two processes were alive at
+        # the window's opening.
+        assert window.values == {"count:slt-prefork": 2, "degree:slt-prefork": 16}
+    assert errors == {"procs_full": 0, "no_opener": 0, "open_wait": 0}

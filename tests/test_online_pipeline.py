@@ -246,6 +246,61 @@ def test_monitor_logs_window_open_at_stop(server, model_path, caplog):
     assert "window 1 was still open at stop (2 requests so far)" in caplog.text
 
 
+def test_monitor_stalled_poll_loses_old_window(server, model_path, caplog):
+    # Three windows pass before the first poll: the kernel still holds the
+    # second (closed) and the third (open), so the first is lost, and the
+    # second must be judged with its own requests.
+    model = load_model(model_path)
+    monitor = Monitor(model, parse_trigger(server.trigger), quiet_s=0.3)
+    monitor.probes.load()
+    try:
+        server.request(1)
+        time.sleep(0.5)
+        server.request(2)
+        time.sleep(0.5)
+        server.request(3)
+        with caplog.at_level("WARNING", logger="syslrn.monitor.online"):
+            monitor.poll()
+    finally:
+        monitor.probes.close()
+    assert monitor.lost == 1
+    assert "1 window closed unread and is lost (1..1)" in caplog.text
+    assert [v.window.epoch for v in monitor.verdicts] == [2]
+    second = monitor.verdicts[0].window
+    assert second.requests == 2
+    assert second.values["count:slp-child"] == 4
+
+
+def test_monitor_counts_concurrent_first_requests(server, model_path):
+    # Clients that connect at once race to open the window: each request
+    # and its children must still count in it.
+    plan = make_plan(load_model(model_path).to_dict())
+    probes = MonitorProbes(plan, parse_trigger(server.trigger), quiet_s=0.3)
+    probes.load()
+    windows = []
+    try:
+        for _ in range(5):
+            threads = [
+                threading.Thread(target=server.request, args=(1,)) for _ in range(6)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            state = probes.state()
+            windows.append(probes.window(state.epoch, state.current))
+            time.sleep(0.5)
+        errors = probes.errors()
+    finally:
+        probes.close()
+    assert [w.epoch for w in windows] == [1, 2, 3, 4, 5]
+    for window in windows:
+        assert window.requests == 6
+        assert window.values["count:slp-child"] == 12
+        assert window.values["degree:slp-sh"] == 18
+    assert errors == {"procs_full": 0, "no_opener": 0, "open_wait": 0}
+
+
 def test_report_draws_recorded_runs(model_path, recorded_runs, tmp_path):
     out = tmp_path / "report"
     result = subprocess.run(

@@ -168,9 +168,11 @@ class ProgInfo(ctypes.Structure):
 def _errno_error(action: str, err: int | None = None) -> BpfError:
     err = ctypes.get_errno() if err is None else err
     err = abs(err)
-    return BpfError(
+    error = BpfError(
         f"{action}: {os.strerror(err)} (errno {errno.errorcode.get(err, err)})"
     )
+    error.errno = err
+    return error
 
 
 def num_possible_cpus() -> int:

@@ -65,7 +65,7 @@ def parse_trigger(text: str) -> Trigger:
     if not sep or not rest:
         raise SyslrnError(f"invalid trigger {text!r}: expected tcp:PORT or unix:PATH")
     if family == "tcp":
-        if not rest.isdigit() or not 0 < int(rest) < 65536:
+        if not (rest.isascii() and rest.isdigit()) or not 0 < int(rest) < 65536:
             raise SyslrnError(
                 f"invalid trigger {text!r}: the port must be an integer in 1..65535"
             )
@@ -108,7 +108,8 @@ def is_listening(trigger: Trigger) -> bool:
     except OSError:
         return False
     for line in lines:
-        fields = line.split()
+        # The path is the last field and may contain spaces.
+        fields = line.split(None, 7)
         if (
             len(fields) >= 8
             and fields[7] == trigger.path

@@ -4,6 +4,7 @@ node-type filter, and read the windows' features from the maps."""
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import mmap
 import os
@@ -17,7 +18,7 @@ from syslrn.collect.libbpf import BpfObject
 from syslrn.collect.privileges import check_bpf_allowed
 from syslrn.collect.procfs import unseen_comms
 from syslrn.collect.trigger import Trigger, set_trigger
-from syslrn.errors import BpfError
+from syslrn.errors import BpfError, SyslrnError
 from syslrn.monitor.plan import TAIL_CALLED, MonitorPlan, kernel_comm
 from syslrn.text import format_count
 
@@ -25,8 +26,11 @@ log = logging.getLogger(__name__)
 
 OBJECT_NAME = "monitor"
 SNAPSHOT_PROGRAM = "mon_snapshot"
-ERRORS = ("procs_full", "no_opener")
+ERRORS = ("procs_full", "no_opener", "open_wait")
 _MONITOR_ERROR_MAX = 4
+#: The kernel programs compare the quiet time as a signed 64-bit number of
+#: nanoseconds.
+MAX_QUIET_NS = 2**63 - 1
 #: Feature slots per window in bpf/monitor.h, node type 0 included.
 FEATURE_SLOTS = 128
 
@@ -80,6 +84,8 @@ class _RawState(ctypes.Structure):
     _fields_ = [
         ("window", _RawWindow),
         ("features", (_RawFeatures * FEATURE_SLOTS) * 2),
+        ("live", ctypes.c_int64 * FEATURE_SLOTS),
+        ("seeded", ctypes.c_int64 * FEATURE_SLOTS),
         ("errors", ctypes.c_uint64 * _MONITOR_ERROR_MAX),
     ]
 
@@ -134,6 +140,12 @@ class MonitorProbes:
         self.plan = plan
         self.trigger = trigger
         self.quiet_ns = int(quiet_s * 1e9)
+        if not 0 < self.quiet_ns <= MAX_QUIET_NS:
+            raise SyslrnError(
+                f"invalid quiet time {quiet_s:g} s: it must be positive and at most "
+                f"{MAX_QUIET_NS / 1e9:.3g} s, because the kernel compares times as "
+                "signed 64-bit nanoseconds"
+            )
         self.obj: BpfObject | None = None
         self._bss: mmap.mmap | None = None
         self._last: _RawState | None = None
@@ -217,14 +229,28 @@ class MonitorProbes:
         seen = set(np.frombuffer(raw, dtype="<u4").tolist())
         procs = self.obj.map("procs")
         types = {t.comm: t.index for t in self.plan.node_types}
+        seeded_offset = _RawState.seeded.offset
         for pid, comm in unseen_comms(seen).items():
             index = types.get(comm, 0)
-            if index:
+            if not index:
+                continue
+            try:
                 procs.update(
                     struct.pack("<I", pid),
                     _PROC_STATE.pack(index, 0, 0, 0),
                     BPF_NOEXIST,
                 )
+            except BpfError as exc:
+                # EEXIST: the fork or exec program has added and counted it.
+                if getattr(exc, "errno", None) != errno.EEXIST:
+                    log.warning(
+                        "could not add pid %d (%s) to procs: %s", pid, comm, exc
+                    )
+                continue
+            # Only user space writes seeded, so a plain add is safe.
+            offset = seeded_offset + 8 * index
+            (count,) = struct.unpack_from("<q", self._bss, offset)
+            struct.pack_into("<q", self._bss, offset, count + 1)
 
     # -- reading -----------------------------------------------------------
 

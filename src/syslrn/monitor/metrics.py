@@ -63,7 +63,8 @@ class MonitorMetrics:
         )
         self.lost = Gauge(
             "syslrn_lost_events",
-            "Events not counted because a monitor map was full",
+            "Events the kernel programs missed: a full process map, or a "
+            "request that found no window opener or waited in vain for one",
             registry=self.registry,
         )
 

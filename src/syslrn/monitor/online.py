@@ -106,6 +106,8 @@ class Monitor:
         self.probes = MonitorProbes(self.plan, trigger, self.quiet_s)
         self.verdicts: list[Verdict] = []
         self._judged = 0
+        #: Windows that closed and were overwritten before a poll read them.
+        self.lost = 0
         self.started = threading.Event()
 
     def wait_for_trigger(self, timeout: float | None) -> None:
@@ -148,7 +150,11 @@ class Monitor:
             self._report_open_window()
         finally:
             self.probes.close()
-            log.info("monitor stopped after %s", format_count(self._judged, "window"))
+            log.info(
+                "monitor stopped after %s judged, %d lost",
+                format_count(len(self.verdicts), "window"),
+                self.lost,
+            )
         return self.verdicts
 
     def poll(self) -> None:
@@ -158,14 +164,21 @@ class Monitor:
         closed = state.epoch
         if state.epoch and now - state.current.last_request_ns <= self.probes.quiet_ns:
             closed -= 1
-        # The kernel keeps two windows; older unjudged ones are lost.
-        if closed - self._judged > 2:
+        # The kernel keeps the current window and the one before it, open
+        # or not, so unjudged windows older than those are lost.
+        oldest = state.epoch - 1
+        if self._judged + 1 < oldest:
+            lost = oldest - 1 - self._judged
             log.warning(
-                "windows %d..%d closed unread and are lost",
+                "%s closed unread and %s lost (%d..%d): the monitor did not "
+                "poll within two windows",
+                format_count(lost, "window"),
+                "is" if lost == 1 else "are",
                 self._judged + 1,
-                closed - 2,
+                oldest - 1,
             )
-            self._judged = closed - 2
+            self.lost += lost
+            self._judged = oldest - 1
         while self._judged < closed:
             epoch = self._judged + 1
             meta = state.current if epoch == state.epoch else state.previous

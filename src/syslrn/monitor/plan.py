@@ -170,6 +170,11 @@ def make_plan(model: dict[str, Any]) -> MonitorPlan:
                 f"kept feature {name!r} names no node type; a node type is an "
                 "executable name, as in count:nginx"
             )
+        if "\0" in node_type:
+            raise ModelError(
+                f"kept feature {name!r} has a NUL byte in its node type, which no "
+                "comm can contain; correct the name in the model file"
+            )
         if stat in stats_by_type.get(node_type, ()):
             raise ModelError(
                 f"kept feature {name!r} appears twice in the model; keep one "

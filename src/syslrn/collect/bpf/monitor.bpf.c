@@ -36,6 +36,10 @@
 #include "monitor.h"
 #include "sockets.h"
 
+#define EEXIST 17
+#define PF_EXITING 0x00000004
+#define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
+
 char LICENSE[] SEC("license") = "GPL";
 
 const volatile struct monitor_config cfg = {};
@@ -109,9 +113,16 @@ static __always_inline void bump_degree(struct proc_state *p)
 	__sync_fetch_and_add(&open_row()[slot_of(p->type)].degree, 1);
 }
 
-static __always_inline void save_proc(const __u32 *tgid, struct proc_state *fresh)
+/* Put a process in procs and count it live. An entry that exists already
+ * was put there, and counted, by the start-up snapshot, which can visit a
+ * process between its event and this program's update. */
+static __always_inline void add_proc(const __u32 *tgid, struct proc_state *fresh)
 {
-	if (bpf_map_update_elem(&procs, tgid, fresh, BPF_ANY))
+	long err = bpf_map_update_elem(&procs, tgid, fresh, BPF_NOEXIST);
+
+	if (!err)
+		__sync_fetch_and_add(&state.live[slot_of(fresh->type)], 1);
+	else if (err != -EEXIST)
 		__sync_fetch_and_add(&state.errors[MONITOR_ERROR_PROCS_FULL], 1);
 }
 
@@ -151,7 +162,7 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 			__sync_fetch_and_add(&f->degree, 1);
 	}
 	if (fresh.type || (degree && open))
-		save_proc(&tgid, &fresh);
+		add_proc(&tgid, &fresh);
 	if (degree && open && p)
 		bump_degree(p);
 	return 0;
@@ -173,12 +184,13 @@ static __always_inline int on_exec(struct task_struct *task, const bool degree)
 {
 	__u32 tgid = task->tgid;
 	struct proc_state *p = bpf_map_lookup_elem(&procs, &tgid);
-	__u64 type, old = p ? p->type : 0;
+	__u64 type, old = slot_of(p ? p->type : 0);
 	__s64 carried = 0;
 	struct node_features *row;
 
-	/* The kernel has set comm to the new executable's basename. */
-	type = type_of_task(task);
+	/* The kernel has set comm to the new executable's basename. Both
+	 * types are slots already, so each is masked once. */
+	type = slot_of(type_of_task(task));
 	if (type == old)
 		return 0;
 
@@ -186,19 +198,23 @@ static __always_inline int on_exec(struct task_struct *task, const bool degree)
 		if (degree && p && p->epoch == state.window.epoch)
 			carried = p->degree;
 		row = open_row();
-		__sync_fetch_and_add(&row[slot_of(old)].count, -1);
-		__sync_fetch_and_add(&row[slot_of(type)].count, 1);
-		if (carried) {
-			__sync_fetch_and_add(&row[slot_of(old)].degree, -carried);
-			__sync_fetch_and_add(&row[slot_of(type)].degree, carried);
+		__sync_fetch_and_add(&row[old].count, -1);
+		__sync_fetch_and_add(&row[type].count, 1);
+		/* Unconditional in the degree build: a branch on carried makes
+		 * clang duplicate the rest of the program. */
+		if (degree) {
+			__sync_fetch_and_add(&row[old].degree, -carried);
+			__sync_fetch_and_add(&row[type].degree, carried);
 		}
 	}
 	if (p) {
+		__sync_fetch_and_add(&state.live[old], -1);
+		__sync_fetch_and_add(&state.live[type], 1);
 		p->type = type;
 	} else {
 		struct proc_state fresh = { .type = type };
 
-		save_proc(&tgid, &fresh);
+		add_proc(&tgid, &fresh);
 	}
 	return 0;
 }
@@ -215,16 +231,25 @@ int BPF_PROG(mon_exec_deg, struct task_struct *task)
 	return on_exec(task, true);
 }
 
-/* A process that exits leaves procs. The count of its type in the open
- * window does not change, because a node stays in the graph when its
- * process exits. */
+/* A process that exits leaves procs and the live count of its type. The
+ * count of its type in the open window does not change, because a node
+ * stays in the graph when its process exits. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(mon_exit, struct task_struct *task, bool group_dead)
 {
 	__u32 tgid = task->tgid;
+	struct proc_state *p;
+	__u64 type;
 
-	if (group_dead)
-		bpf_map_delete_elem(&procs, &tgid);
+	if (!group_dead)
+		return 0;
+	p = bpf_map_lookup_elem(&procs, &tgid);
+	if (!p)
+		return 0;
+	/* Read before the delete, which frees the entry for reuse. */
+	type = p->type;
+	if (!bpf_map_delete_elem(&procs, &tgid))
+		__sync_fetch_and_add(&state.live[slot_of(type)], -1);
 	return 0;
 }
 
@@ -273,6 +298,14 @@ static __always_inline bool in_request_window(__u64 now)
 	return in_window(now) && state.window.epoch;
 }
 
+/* Move the window's last request to now, unless another CPU has stored a
+ * later one. */
+static __always_inline void store_last_request(__u64 now)
+{
+	if ((__s64)(now - state.window.last_request_ns) > 0)
+		state.window.last_request_ns = now;
+}
+
 /* One edge end for the current process, if it is of a counted type, in the
  * window open at now. */
 static __always_inline void bump_current(__u64 now)
@@ -317,7 +350,7 @@ static __always_inline int on_accept(struct trace_event_raw_sys_exit *ctx, const
 			return 0;
 		}
 		__sync_fetch_and_add(&state.window.requests, 1);
-		state.window.last_request_ns = now;
+		store_last_request(now);
 	}
 	if (degree)
 		bump_current(now);
@@ -337,14 +370,6 @@ int mon_accept_deg(struct trace_event_raw_sys_exit *ctx)
 	return on_accept(ctx, true);
 }
 
-/* Count one process of procs into the opening window's row of features. */
-static long count_alive(struct bpf_map *map, __u32 *tgid, struct proc_state *p,
-			struct node_features **row)
-{
-	(*row)[slot_of(p->type)].count += 1;
-	return 0;
-}
-
 /* Count the request of the accept program that tail-called, and open the
  * next window unless another CPU has opened it since. The accept's
  * connection end, when degrees are counted, goes to that window. */
@@ -355,29 +380,43 @@ static __always_inline int open_window(const bool degree)
 	__u64 seen = __sync_fetch_and_add(&w->requests, 1);
 	struct node_features *row;
 	__u64 type;
+	int i;
 
-	if (in_request_window(now)) {
-		w->last_request_ns = now;
-	} else if (__sync_val_compare_and_swap(&w->opening, 0, 1) == 0) {
-		/* One CPU opens the next window. A request that another CPU
-		 * accepts meanwhile is in the total but does not move
-		 * last_request_ns. The other programs see the new window only
-		 * once last_request_ns moves, after its counts start from the
-		 * live processes and the epoch has moved. */
+	if (__sync_val_compare_and_swap(&w->opening, 0, 1) != 0) {
+		/* Another CPU is opening the window. Opening takes a loop over
+		 * the node types, so a short wait lets this request's
+		 * connection end go to the new window. */
+		for (i = 0; i < OPEN_WAIT_READS && READ_ONCE(w->opening); i++)
+			;
+		if (READ_ONCE(w->opening))
+			__sync_fetch_and_add(&state.errors[MONITOR_ERROR_OPEN_WAIT], 1);
+		store_last_request(now);
+	} else if (in_request_window(now)) {
+		/* Another CPU opened it since the accept program looked. */
+		store_last_request(now);
+		w->opening = 0;
+	} else {
+		/* The new window's counts start from the live processes. The
+		 * other programs see the window once last_request_ns moves,
+		 * which comes after the epoch. */
 		row = state.features[(w->epoch + 1) & 1];
 #pragma clang loop unroll(disable)
 		for (type = 1; type <= cfg.node_types && type <= MAX_NODE_TYPES; type++) {
-			row[type].count = 0;
+			row[type].count = state.live[type] + state.seeded[type];
 			row[type].degree = 0;
 		}
-		bpf_for_each_map_elem(&procs, count_alive, &row, 0);
 		w->previous.open_ns = w->current.open_ns;
 		w->previous.first_request = w->current.first_request;
 		w->previous.last_request_ns = w->last_request_ns;
 		w->current.open_ns = now;
 		w->current.first_request = seen;
 		w->epoch += 1;
+		/* NOTE: the barriers keep clang from reordering these stores,
+		 * and x86 keeps stores in order, so other CPUs see them in
+		 * order. Other architectures need release stores here. */
+		barrier();
 		w->last_request_ns = now;
+		barrier();
 		w->opening = 0;
 	}
 	if (degree)
@@ -434,8 +473,11 @@ int mon_snapshot(struct bpf_iter__task *ctx)
 		return 0;
 	tgid = task->tgid;
 	bpf_seq_write(ctx->meta->seq, &tgid, sizeof(tgid));
+	/* A process past its exit event would stay in procs for good. */
+	if (task->flags & PF_EXITING)
+		return 0;
 	fresh.type = type_of_task(task);
 	if (fresh.type)
-		bpf_map_update_elem(&procs, &tgid, &fresh, BPF_NOEXIST);
+		add_proc(&tgid, &fresh);
 	return 0;
 }

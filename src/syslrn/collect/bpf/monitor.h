@@ -10,11 +10,17 @@
  * mask bounds a type index without a branch. Slot 0 takes the adds of
  * processes of no counted type, and nothing reads it. */
 #define FEATURE_SLOTS 128
+/* Reads of the opening flag by a request that waits for another CPU to
+ * open the window. */
+#define OPEN_WAIT_READS 4096
 
 enum monitor_error {
 	MONITOR_ERROR_PROCS_FULL = 0,
 	/* A request found no window opener to tail-call. */
 	MONITOR_ERROR_NO_OPENER = 1,
+	/* A request waited in vain for another CPU to open the window, so
+	 * its connection end may be missing. */
+	MONITOR_ERROR_OPEN_WAIT = 2,
 	MONITOR_ERROR_MAX = 4,
 };
 
@@ -78,6 +84,12 @@ struct monitor_state {
 	struct window_state window;
 	/* The features of the two windows in meta, by epoch parity. */
 	struct node_features features[2][FEATURE_SLOTS];
+	/* Processes in procs, by node type. */
+	__s64 live[FEATURE_SLOTS];
+	/* Processes that user space put in procs at start-up, by node type:
+	 * those the task iterator does not visit. Only user space writes it,
+	 * so it needs no atomic add. */
+	__s64 seeded[FEATURE_SLOTS];
 	__u64 errors[MONITOR_ERROR_MAX];
 };
 
