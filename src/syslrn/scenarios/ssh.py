@@ -86,6 +86,10 @@ exec sleep 600
 
 # A typo that makes sshd exit when it rereads its configuration.
 _TYPO = "PubkeyAuthentcation yes\n"
+# The line sshd logs when a session has ended.
+_DISCONNECT_LINE = r"^Disconnected from user "
+#: How long a workload waits, at most, for sshd to log its sessions' ends.
+DISCONNECT_WAIT_S = 5.0
 
 
 @dataclass
@@ -199,6 +203,7 @@ class SshScenario(Scenario):
         deadline = start + self.timeout
         self._batches += 1
         tokens = [f"{self.instance}.{self._batches}.{i}" for i in range(n)]
+        disconnects = host.count_lines(self.sshd_log, _DISCONNECT_LINE)
 
         sessions: list[_Session] = []
         if n:
@@ -206,6 +211,10 @@ class SshScenario(Scenario):
                 sessions = list(pool.map(lambda t: self._session(t, deadline), tokens))
 
         errors = [f"{s.token}: {s.error}" for s in sessions if s.error]
+        self._wait_for_disconnects(
+            disconnects + n - len(errors),
+            min(deadline, time.monotonic() + DISCONNECT_WAIT_S),
+        )
         duration = time.monotonic() - start
         log.info(
             "ssh workload: %s, %s, %.2f s",
@@ -216,6 +225,20 @@ class SshScenario(Scenario):
         return WorkloadResult(
             requests=n, errors=len(errors), messages=errors[:10], duration_s=duration
         )
+
+    def _wait_for_disconnects(self, expected: int, deadline: float) -> None:
+        """Wait until sshd has logged the end of each session that succeeded.
+
+        sshd writes "Disconnected from user" after the client has exited, so
+        without the wait a run's log can miss its last sessions' ends. A
+        fault may keep a session from logging it, so the wait ends without
+        an error at ``deadline``. ``expected`` counts the log's lines.
+        """
+        while (found := host.count_lines(self.sshd_log, _DISCONNECT_LINE)) < expected:
+            if time.monotonic() > deadline:
+                log.debug("sshd log has %d of %d session ends", found, expected)
+                return
+            time.sleep(0.05)
 
     def faults(self) -> dict[str, Fault]:
         if self._faults is None:
