@@ -377,22 +377,26 @@ static __always_inline int open_window(const bool degree)
 {
 	struct window_state *w = &state.window;
 	__u64 now = bpf_ktime_get_boot_ns();
-	__u64 seen = __sync_fetch_and_add(&w->requests, 1);
 	struct node_features *row;
 	__u64 type;
 	int i;
 
+	/* Each branch counts the request only once the new window's first
+	 * request is fixed, so that a request that raced the opening does
+	 * not fall into the window before. */
 	if (__sync_val_compare_and_swap(&w->opening, 0, 1) != 0) {
 		/* Another CPU is opening the window. Opening takes a loop over
-		 * the node types, so a short wait lets this request's
+		 * the node types, so a short wait lets this request and its
 		 * connection end go to the new window. */
 		for (i = 0; i < OPEN_WAIT_READS && READ_ONCE(w->opening); i++)
 			;
 		if (READ_ONCE(w->opening))
 			__sync_fetch_and_add(&state.errors[MONITOR_ERROR_OPEN_WAIT], 1);
+		__sync_fetch_and_add(&w->requests, 1);
 		store_last_request(now);
 	} else if (in_request_window(now)) {
 		/* Another CPU opened it since the accept program looked. */
+		__sync_fetch_and_add(&w->requests, 1);
 		store_last_request(now);
 		w->opening = 0;
 	} else {
@@ -409,7 +413,10 @@ static __always_inline int open_window(const bool degree)
 		w->previous.first_request = w->current.first_request;
 		w->previous.last_request_ns = w->last_request_ns;
 		w->current.open_ns = now;
-		w->current.first_request = seen;
+		/* Until the window is published, requests are counted only by
+		 * CPUs that wait for the flag, after this read. */
+		w->current.first_request = READ_ONCE(w->requests);
+		__sync_fetch_and_add(&w->requests, 1);
 		w->epoch += 1;
 		/* NOTE: the barriers keep clang from reordering these stores,
 		 * and x86 keeps stores in order, so other CPUs see them in
