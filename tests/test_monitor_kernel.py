@@ -408,3 +408,70 @@ def test_racing_first_requests_count_in_window(tmp_path):
         # the window's opening.
         assert window.values == {"count:slt-prefork": 2, "degree:slt-prefork": 16}
     assert errors == {"procs_full": 0, "no_opener": 0, "open_wait": 0}
+
+
+def _wait_until_gone(comm, timeout=10.0):
+    """Wait until no process named ``comm`` runs; zombies have exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = []
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text()
+            except (NotADirectoryError, OSError):
+                continue
+            name, _, rest = stat.partition("(")[2].rpartition(")")
+            if name == comm and rest.split()[0] != "Z":
+                running.append(entry.name)
+        if not running:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{comm} processes still running: {running}")
+
+
+# Forks children that exit at once, as fast as it can, until killed.
+FORK_STORM = """
+import os
+while True:
+    if os.fork() == 0:
+        os._exit(0)
+    os.wait()
+"""
+
+
+@pytest.mark.bpf
+def test_fork_storm_at_start_leaves_no_count(tmp_path):
+    # Processes that fork and exit while the monitor takes its start-up
+    # snapshot must not stay in the live count once they are gone.
+    storm_path = tmp_path / "slt-storm"
+    os.symlink(sys.executable, storm_path)
+    plan = make_plan(_model("count:slt-storm"))
+    server = _Server()
+    counts = []
+    try:
+        for _ in range(15):
+            storms = [
+                subprocess.Popen([str(storm_path), "-c", FORK_STORM]) for _ in range(2)
+            ]
+            probes = MonitorProbes(
+                plan, parse_trigger(f"tcp:{server.port}"), quiet_s=5.0
+            )
+            try:
+                time.sleep(0.05)
+                probes.load()
+                time.sleep(0.05)
+            finally:
+                for storm in storms:
+                    storm.kill()
+                    storm.wait()
+            # A child the storm forked last may still be running.
+            _wait_until_gone("slt-storm")
+            try:
+                server.request()
+                state = probes.state()
+                counts.append(probes.window(state.epoch, state.current).values)
+            finally:
+                probes.close()
+    finally:
+        server.close()
+    assert counts == [{"count:slt-storm": 0}] * 15

@@ -51,9 +51,24 @@ def _unseen_stats(seen: set[int]):
             yield int(entry.name), fields
 
 
-def unseen_comms(seen: set[int]) -> dict[int, str]:
-    """Return the comm of each process of /proc not in ``seen``."""
-    return {pid: fields[0] for pid, fields in _unseen_stats(seen)}
+def unseen_comms(seen: set[int], started_before_ns: int) -> dict[int, str]:
+    """Return the comm of each process of /proc not in ``seen`` that is not
+    a zombie and started more than a clock tick before ``started_before_ns``
+    (CLOCK_BOOTTIME).
+
+    The monitor passes the time it attached its programs: a later process
+    has had its fork seen, and one that has exited since is a zombie or
+    gone, so neither may be added again.
+    """
+    tick_ns = 1_000_000_000 // _TICKS_PER_S
+    comms = {}
+    for pid, fields in _unseen_stats(seen):
+        # Field 3, state; field 22, starttime in clock ticks since boot.
+        start_ns = int(fields[20]) * 1_000_000_000 // _TICKS_PER_S
+        if fields[1] in ("Z", "X") or start_ns >= started_before_ns - tick_ns:
+            continue
+        comms[pid] = fields[0]
+    return comms
 
 
 def missing_processes(seen: set[int], boot_ns: int, self_pid: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from syslrn.collect.build import build_object
+from syslrn.collect.clock import boottime_ns
 from syslrn.collect.libbpf import BpfObject
 from syslrn.collect.privileges import check_bpf_allowed
 from syslrn.collect.procfs import unseen_comms
@@ -170,10 +171,11 @@ class MonitorProbes:
             )
             self._fill_names()
             self._fill_openers()
+            attached_ns = boottime_ns()
             for name, hooks in self.plan.hooks.items():
                 for hook in hooks:
                     obj.attach(obj.program(name), hook)
-            self._snapshot()
+            self._snapshot(attached_ns)
         except BaseException:
             if self._bss is not None:
                 self._bss.close()
@@ -219,18 +221,18 @@ class MonitorProbes:
                 fd = self.obj.program(name).fd
                 openers.update(struct.pack("<I", 0), struct.pack("<I", fd))
 
-    def _snapshot(self) -> None:
+    def _snapshot(self, attached_ns: int) -> None:
         """Put every live process of a kept node type in procs.
 
         Processes the task iterator does not visit (pid 1 in some sandboxes)
-        are added from procfs.
+        and that started before ``attached_ns`` are added from procfs.
         """
         raw = self.obj.iterate(self.obj.program(SNAPSHOT_PROGRAM))
         seen = set(np.frombuffer(raw, dtype="<u4").tolist())
         procs = self.obj.map("procs")
         types = {t.comm: t.index for t in self.plan.node_types}
         seeded_offset = _RawState.seeded.offset
-        for pid, comm in unseen_comms(seen).items():
+        for pid, comm in unseen_comms(seen, attached_ns).items():
             index = types.get(comm, 0)
             if not index:
                 continue

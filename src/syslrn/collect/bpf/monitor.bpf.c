@@ -22,9 +22,9 @@
  *
  * Each program does the least its event needs. A process of no counted type
  * costs a hash lookup and nothing else. The live processes of each type are
- * counted from procs when a window opens, not as they come and go, so exit
- * only deletes a process's entry. The counters live in one global, which a
- * program reaches without a map lookup. Opening a window is a program of its
+ * counted as they come and go, with each entry of procs, so that opening a
+ * window copies one count per type. The counters live in one global, which
+ * a program reaches without a map lookup. Opening a window is a program of its
  * own, which the accept program tail-calls, so that an accept in an open
  * window does not carry that code. */
 #include "vmlinux.h"
@@ -37,7 +37,6 @@
 #include "sockets.h"
 
 #define EEXIST 17
-#define PF_EXITING 0x00000004
 #define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
 
 char LICENSE[] SEC("license") = "GPL";
@@ -467,6 +466,13 @@ int mon_connect(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+/* Whether the last thread of task's group has begun to exit. The exit
+ * event with group_dead set comes after the count drops to 0. */
+static __always_inline bool group_dead(struct task_struct *task)
+{
+	return task->signal->live.counter == 0;
+}
+
 /* Fill procs with the processes of counted types alive at start-up, and
  * write the tgid of each process visited. */
 SEC("iter/task")
@@ -474,17 +480,31 @@ int mon_snapshot(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct proc_state fresh = {};
+	__u64 slot;
 	__u32 tgid;
+	long err;
 
 	if (!task || task->pid != task->tgid)
 		return 0;
 	tgid = task->tgid;
 	bpf_seq_write(ctx->meta->seq, &tgid, sizeof(tgid));
-	/* A process past its exit event would stay in procs for good. */
-	if (task->flags & PF_EXITING)
-		return 0;
 	fresh.type = type_of_task(task);
-	if (fresh.type)
-		add_proc(&tgid, &fresh);
+	if (!fresh.type || group_dead(task))
+		return 0;
+	err = bpf_map_update_elem(&procs, &tgid, &fresh, BPF_NOEXIST);
+	if (err) {
+		/* EEXIST: the fork or exec program has added and counted it. */
+		if (err != -EEXIST)
+			__sync_fetch_and_add(&state.errors[MONITOR_ERROR_PROCS_FULL], 1);
+		return 0;
+	}
+	slot = slot_of(fresh.type);
+	__sync_fetch_and_add(&state.live[slot], 1);
+	/* If the group died since the check above, its exit event may have
+	 * come before the insert, and nothing else would remove the entry.
+	 * When the exit event comes after, only one of the two deletes finds
+	 * the entry. */
+	if (group_dead(task) && !bpf_map_delete_elem(&procs, &tgid))
+		__sync_fetch_and_add(&state.live[slot], -1);
 	return 0;
 }
