@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 OBJECT_NAME = "monitor"
 SNAPSHOT_PROGRAM = "mon_snapshot"
+EXIT_PROGRAM = "mon_exit"
 ERRORS = ("procs_full", "no_opener", "open_wait")
 _MONITOR_ERROR_MAX = 4
 #: The kernel programs compare the quiet time as a signed 64-bit number of
@@ -172,7 +173,12 @@ class MonitorProbes:
             self._fill_names()
             self._fill_openers()
             attached_ns = boottime_ns()
-            for name, hooks in self.plan.hooks.items():
+            # The exit program is attached first, so that the exit of every
+            # process that the fork or exec program counts is seen.
+            programs = sorted(
+                self.plan.hooks.items(), key=lambda p: p[0] != EXIT_PROGRAM
+            )
+            for name, hooks in programs:
                 for hook in hooks:
                     obj.attach(obj.program(name), hook)
             self._snapshot(attached_ns)
