@@ -10,6 +10,7 @@ from pathlib import Path
 from syslrn.commands._learning import add_table_options, model_features, table_options
 from syslrn.errors import SyslrnError
 from syslrn.evaluate.runs import Run, RunSet, load_graph, require_requests, resolve_runs
+from syslrn.paths import check_parent_writable
 from syslrn.text import format_count
 
 
@@ -107,16 +108,7 @@ def check_output_dir(path: str | os.PathLike) -> Path:
                 f"output {path}: directory is not writable; choose another output path"
             )
         return path
-    parent = path.parent
-    if not parent.is_dir():
-        raise SyslrnError(
-            f"output {path}: directory {parent} does not exist; create it first"
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SyslrnError(
-            f"output {path}: directory {parent} is not writable; "
-            "choose another output path"
-        )
+    check_parent_writable(path)
     return path
 
 

@@ -27,6 +27,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from syslrn.errors import SyslrnError, TraceError
+from syslrn.paths import check_parent_writable
 from syslrn.text import format_count
 from syslrn.trace.schema import EVENT_SCHEMA, METADATA_KEY, REQUEST, SCHEMA_VERSION
 
@@ -101,18 +102,9 @@ def _open_private(path: Path):
 def check_writable(path: str | os.PathLike) -> Path:
     """Check that a trace can be created at ``path``; raise TraceError if not."""
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise TraceError(f"output {path}: is a directory; give a file name")
-    if not parent.is_dir():
-        raise TraceError(
-            f"output {path}: directory {parent} does not exist; create it first"
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise TraceError(
-            f"output {path}: directory {parent} is not writable; "
-            "choose another output path"
-        )
+    check_parent_writable(path, TraceError)
     if path.exists() and not path.is_file():
         raise TraceError(
             f"output {path}: exists and is not a regular file (a device or a "
