@@ -22,6 +22,9 @@ class TraceError(SyslrnError):
 class BpfError(SyslrnError):
     """A BPF object failed to build, load or attach."""
 
+    #: The errno of a failed system call, when one caused the error.
+    errno: int | None = None
+
 
 class ModelError(SyslrnError):
     """A model file is invalid or of another schema version."""

@@ -250,7 +250,7 @@ class MonitorProbes:
                 )
             except BpfError as exc:
                 # EEXIST: the fork or exec program has added and counted it.
-                if getattr(exc, "errno", None) != errno.EEXIST:
+                if exc.errno != errno.EEXIST:
                     log.warning(
                         "could not add pid %d (%s) to procs: %s", pid, comm, exc
                     )

@@ -112,17 +112,21 @@ static __always_inline void bump_degree(struct proc_state *p)
 	__sync_fetch_and_add(&open_row()[slot_of(p->type)].degree, 1);
 }
 
-/* Put a process in procs and count it live. An entry that exists already
- * was put there, and counted, by the start-up snapshot, which can visit a
- * process between its event and this program's update. */
-static __always_inline void add_proc(const __u32 *tgid, struct proc_state *fresh)
+/* Put a process in procs and count it live; return whether it was added.
+ * An entry that exists already was put there, and counted, by the start-up
+ * snapshot or, for the snapshot, by a fork or exec program: each can visit
+ * a process between the other's check and update. */
+static __always_inline bool add_proc(const __u32 *tgid, struct proc_state *fresh)
 {
 	long err = bpf_map_update_elem(&procs, tgid, fresh, BPF_NOEXIST);
 
-	if (!err)
+	if (!err) {
 		__sync_fetch_and_add(&state.live[slot_of(fresh->type)], 1);
-	else if (err != -EEXIST)
+		return true;
+	}
+	if (err != -EEXIST)
 		__sync_fetch_and_add(&state.errors[MONITOR_ERROR_PROCS_FULL], 1);
+	return false;
 }
 
 /* The fork, exec, accept and opener programs come in two builds, for
@@ -480,31 +484,20 @@ int mon_snapshot(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct proc_state fresh = {};
-	__u64 slot;
 	__u32 tgid;
-	long err;
 
 	if (!task || task->pid != task->tgid)
 		return 0;
 	tgid = task->tgid;
 	bpf_seq_write(ctx->meta->seq, &tgid, sizeof(tgid));
 	fresh.type = type_of_task(task);
-	if (!fresh.type || group_dead(task))
+	if (!fresh.type || group_dead(task) || !add_proc(&tgid, &fresh))
 		return 0;
-	err = bpf_map_update_elem(&procs, &tgid, &fresh, BPF_NOEXIST);
-	if (err) {
-		/* EEXIST: the fork or exec program has added and counted it. */
-		if (err != -EEXIST)
-			__sync_fetch_and_add(&state.errors[MONITOR_ERROR_PROCS_FULL], 1);
-		return 0;
-	}
-	slot = slot_of(fresh.type);
-	__sync_fetch_and_add(&state.live[slot], 1);
 	/* If the group died since the check above, its exit event may have
 	 * come before the insert, and nothing else would remove the entry.
 	 * When the exit event comes after, only one of the two deletes finds
 	 * the entry. */
 	if (group_dead(task) && !bpf_map_delete_elem(&procs, &tgid))
-		__sync_fetch_and_add(&state.live[slot], -1);
+		__sync_fetch_and_add(&state.live[slot_of(fresh.type)], -1);
 	return 0;
 }
