@@ -378,6 +378,7 @@ def test_racing_first_requests_count_in_window(tmp_path):
         start_new_session=True,
     )
     port = int(server.stdout.readline())
+
     plan = make_plan(_model("count:slt-prefork", "degree:slt-prefork"))
     probes = MonitorProbes(plan, parse_trigger(f"tcp:{port}"), quiet_s=0.2)
     windows = []
@@ -385,6 +386,7 @@ def test_racing_first_requests_count_in_window(tmp_path):
         # Both server processes must be up before the first window opens.
         time.sleep(0.3)
         probes.load()
+
         for _ in range(20):
             clients = [socket.socket() for _ in range(16)]
             for client in clients:
@@ -401,6 +403,7 @@ def test_racing_first_requests_count_in_window(tmp_path):
         probes.close()
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
     assert [w.epoch for w in windows] == list(range(1, 21))
     for window in windows:
         assert window.requests == 16

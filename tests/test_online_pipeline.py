@@ -247,7 +247,7 @@ def test_monitor_logs_window_open_at_stop(server, model_path, caplog):
 
 
 def test_monitor_stalled_poll_loses_old_window(server, model_path, caplog):
-    # Three windows pass before the first poll: the kernel still holds the
+    # Three windows pass before the first poll: the kernel still has the
     # second (closed) and the third (open), so the first is lost, and the
     # second must be judged with its own requests.
     model = load_model(model_path)
