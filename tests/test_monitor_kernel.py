@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from syslrn.collect.libbpf import BpfObject
 from syslrn.collect.trigger import parse_trigger
 from syslrn.errors import ModelError, SyslrnError
 from syslrn.monitor.kernel import MonitorProbes
@@ -478,3 +479,61 @@ def test_fork_storm_at_start_leaves_no_count(tmp_path):
     finally:
         server.close()
     assert counts == [{"count:slt-storm": 0}] * 15
+
+
+@pytest.mark.bpf
+def test_processes_missed_by_iterator_counted_from_procfs(tmp_path, monkeypatch):
+    # In some sandboxes the task iterator misses processes, and the monitor
+    # adds them from procfs. Here the iterator's output is replaced by an
+    # empty one (the only stand-in in this test), so that a real process
+    # of a kept type reaches procs that way only.
+    sleeper = tmp_path / "slt-seed"
+    shutil.copy("/bin/sleep", sleeper)
+    process = subprocess.Popen([str(sleeper), "30"])
+    plan = make_plan(_model("count:slt-seed"))
+    server = _Server()
+    probes = MonitorProbes(plan, parse_trigger(f"tcp:{server.port}"), quiet_s=0.3)
+    try:
+        # procfs adds only processes that started a clock tick before attach.
+        time.sleep(0.05)
+        monkeypatch.setattr(BpfObject, "iterate", lambda obj, program: b"")
+        probes.load()
+
+        server.request()
+        state = probes.state()
+        first = probes.window(state.epoch, state.current)
+
+        process.kill()
+        process.wait()
+        time.sleep(0.4)
+        server.request()
+        state = probes.state()
+        second = probes.window(state.epoch, state.current)
+    finally:
+        process.kill()
+        process.wait()
+        probes.close()
+        server.close()
+    assert state.epoch == 2
+    assert first.values == {"count:slt-seed": 1}
+    # The exit program took the process out, so the window after its exit
+    # must not count it.
+    assert second.values == {"count:slt-seed": 0}
+
+
+@pytest.mark.bpf
+def test_tcp_trigger_ignores_unix_accepts(short_dir):
+    # The TCP check reads the accepted socket's local port, which is 0 for
+    # a unix socket, so it needs no family check.
+    plan = make_plan(_model("count:slt-none"))
+    server = _Server()
+    probes = MonitorProbes(plan, parse_trigger(f"tcp:{server.port}"), quiet_s=5.0)
+    probes.load()
+    try:
+        _accept_unix(os.path.join(short_dir, "s"), 3)
+        server.request()
+        state = probes.state()
+    finally:
+        probes.close()
+        server.close()
+    assert state.total_requests == 1

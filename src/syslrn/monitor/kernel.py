@@ -30,11 +30,12 @@ SNAPSHOT_PROGRAM = "mon_snapshot"
 EXIT_PROGRAM = "mon_exit"
 ERRORS = ("procs_full", "no_opener", "open_wait")
 _MONITOR_ERROR_MAX = 4
-#: The kernel programs compare the quiet time as a signed 64-bit number of
-#: nanoseconds.
-MAX_QUIET_NS = 2**63 - 1
-#: Feature slots per window in bpf/monitor.h, node type 0 included.
-FEATURE_SLOTS = 128
+#: The kernel programs compare times as signed 64-bit nanoseconds, with the
+#: first window's last request set a quiet time back from start-up, so the
+#: quiet time and the host's uptime must each stay under 2**62 ns (146 years).
+MAX_QUIET_NS = 2**62
+#: Node type slots in bpf/monitor.h, node type 0 included.
+TYPE_SLOTS = 128
 
 
 class MonitorConfig(ctypes.Structure):
@@ -69,8 +70,7 @@ class _RawWindow(ctypes.Structure):
         ("requests", ctypes.c_uint64),
         ("last_request_ns", ctypes.c_uint64),
         ("opening", ctypes.c_uint64),
-        ("current", _RawMeta),
-        ("previous", _RawMeta),
+        ("meta", _RawMeta * 2),
     ]
 
 
@@ -80,19 +80,23 @@ class _RawFeatures(ctypes.Structure):
     _fields_ = [("count", ctypes.c_int64), ("degree", ctypes.c_int64)]
 
 
+class _RawTypeState(ctypes.Structure):
+    """``struct type_state`` of bpf/monitor.h."""
+
+    _fields_ = [("windows", _RawFeatures * 2), ("live", ctypes.c_int64)]
+
+
 class _RawState(ctypes.Structure):
     """``struct monitor_state`` of bpf/monitor.h, the programs' ``.bss``."""
 
     _fields_ = [
         ("window", _RawWindow),
-        ("features", (_RawFeatures * FEATURE_SLOTS) * 2),
-        ("live", ctypes.c_int64 * FEATURE_SLOTS),
-        ("seeded", ctypes.c_int64 * FEATURE_SLOTS),
+        ("types", _RawTypeState * TYPE_SLOTS),
         ("errors", ctypes.c_uint64 * _MONITOR_ERROR_MAX),
     ]
 
 
-_PROC_STATE = struct.Struct("<IIQq")
+_PROC_STATE = struct.Struct("<IIq")
 BPF_NOEXIST = 1
 
 
@@ -151,6 +155,11 @@ class MonitorProbes:
         self.obj: BpfObject | None = None
         self._bss: mmap.mmap | None = None
         self._last: _RawState | None = None
+        # Processes that user space put in procs at start-up, by node type
+        # index. The kernel's live counts leave them out, and the exit
+        # program takes them out when they exit, so each window's counts
+        # get them added back.
+        self._seeded: dict[int, int] = {}
 
     def load(self) -> None:
         """Load and attach the planned programs, then take the snapshot."""
@@ -162,17 +171,10 @@ class MonitorProbes:
             obj.load()
             self.obj = obj
             self._bss = self._map_state(obj)
-            # The programs read the quiet time from .bss, next to the
-            # window it closes.
-            struct.pack_into(
-                "<Q",
-                self._bss,
-                _RawState.window.offset + _RawWindow.quiet_ns.offset,
-                self.quiet_ns,
-            )
             self._fill_names()
             self._fill_openers()
             attached_ns = boottime_ns()
+            self._set_times(attached_ns)
             # The exit program is attached first, so that the exit of every
             # process that the fork or exec program counts is seen.
             programs = sorted(
@@ -213,6 +215,22 @@ class MonitorProbes:
             )
         return bss.mmap()
 
+    def _set_times(self, attached_ns: int) -> None:
+        """Write the quiet time into ``.bss``, and a last request one quiet
+        time and a nanosecond before ``attached_ns``, so that no window is
+        open before the first request, however long the host has been up.
+        """
+        window = _RawState.window.offset
+        struct.pack_into(
+            "<Q", self._bss, window + _RawWindow.quiet_ns.offset, self.quiet_ns
+        )
+        struct.pack_into(
+            "<Q",
+            self._bss,
+            window + _RawWindow.last_request_ns.offset,
+            (attached_ns - self.quiet_ns - 1) % 2**64,
+        )
+
     def _fill_names(self) -> None:
         names = self.obj.map("names")
         for node_type in self.plan.node_types:
@@ -237,7 +255,6 @@ class MonitorProbes:
         seen = set(np.frombuffer(raw, dtype="<u4").tolist())
         procs = self.obj.map("procs")
         types = {t.comm: t.index for t in self.plan.node_types}
-        seeded_offset = _RawState.seeded.offset
         for pid, comm in unseen_comms(seen, attached_ns).items():
             index = types.get(comm, 0)
             if not index:
@@ -245,7 +262,7 @@ class MonitorProbes:
             try:
                 procs.update(
                     struct.pack("<I", pid),
-                    _PROC_STATE.pack(index, 0, 0, 0),
+                    _PROC_STATE.pack(index, 0, 0),
                     BPF_NOEXIST,
                 )
             except BpfError as exc:
@@ -255,10 +272,7 @@ class MonitorProbes:
                         "could not add pid %d (%s) to procs: %s", pid, comm, exc
                     )
                 continue
-            # Only user space writes seeded, so a plain add is safe.
-            offset = seeded_offset + 8 * index
-            (count,) = struct.unpack_from("<q", self._bss, offset)
-            struct.pack_into("<q", self._bss, offset, count + 1)
+            self._seeded[index] = self._seeded.get(index, 0) + 1
 
     # -- reading -----------------------------------------------------------
 
@@ -289,17 +303,19 @@ class MonitorProbes:
         """Read the windows' state, and keep the features of the same read
         for :meth:`window`."""
         w = self._read().window
+        current = w.meta[w.epoch & 1]
+        previous = w.meta[(w.epoch - 1) & 1]
         return WindowState(
             epoch=w.epoch,
             current=WindowMeta(
-                open_ns=w.current.open_ns,
+                open_ns=current.open_ns,
                 last_request_ns=w.last_request_ns,
-                requests=w.requests - w.current.first_request,
+                requests=w.requests - current.first_request,
             ),
             previous=WindowMeta(
-                open_ns=w.previous.open_ns,
-                last_request_ns=w.previous.last_request_ns,
-                requests=w.current.first_request - w.previous.first_request,
+                open_ns=previous.open_ns,
+                last_request_ns=previous.last_request_ns,
+                requests=current.first_request - previous.first_request,
             ),
             total_requests=w.requests,
         )
@@ -312,12 +328,12 @@ class MonitorProbes:
         must be one of those two.
         """
         raw = self._last if self._last is not None else self._read()
-        row = raw.features[epoch & 1]
         values: dict[str, int] = {}
         for node_type in self.plan.node_types:
-            features = row[node_type.index]
+            features = raw.types[node_type.index].windows[epoch & 1]
             if "count" in node_type.stats:
-                values[f"count:{node_type.name}"] = features.count
+                seeded = self._seeded.get(node_type.index, 0)
+                values[f"count:{node_type.name}"] = features.count + seeded
             if "degree" in node_type.stats:
                 values[f"degree:{node_type.name}"] = features.degree
         return WindowFeatures(

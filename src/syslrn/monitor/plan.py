@@ -113,9 +113,9 @@ class MonitorPlan:
             "degree in the window when degrees are counted)",
             "names map (the kept node types' comm)",
             "openers map (the window opener that the accept program tail-calls)",
-            ".bss: count and degree per node type for two windows, the quiet "
-            "time, the window's epoch, open time, last request and requests, "
-            "and lost-event errors",
+            ".bss: count and degree per node type for two windows, live "
+            "processes per node type, the quiet time, the window's epoch, "
+            "open time, last request and requests, and lost-event errors",
         ]
         document["probes"] = self.probes
         return document

@@ -6,10 +6,10 @@
 
 /* Node types one monitor counts at most. Index 0 is "not counted". */
 #define MAX_NODE_TYPES 64
-/* Feature slots per window: a power of two above MAX_NODE_TYPES, so that a
- * mask bounds a type index without a branch. Slot 0 takes the adds of
+/* Slots of node type counters: a power of two above MAX_NODE_TYPES, so that
+ * a mask bounds a type index without a branch. Slot 0 takes the adds of
  * processes of no counted type, and nothing reads it. */
-#define FEATURE_SLOTS 128
+#define TYPE_SLOTS 128
 /* Reads of the opening flag by a request that waits for another CPU to
  * open the window. */
 #define OPEN_WAIT_READS 4096
@@ -39,9 +39,8 @@ struct monitor_config {
  * was forked in a window and may exec into one. */
 struct proc_state {
 	__u32 type;
-	__u32 pad;
-	/* The window that degree was counted in. */
-	__u64 epoch;
+	/* The window that degree was counted in, cut to 32 bits. */
+	__u32 epoch;
 	__s64 degree;
 };
 
@@ -50,23 +49,34 @@ struct node_features {
 	__s64 degree;
 };
 
+/* The counters of one node type, side by side, so that a program finds
+ * them all from one index. */
+struct type_state {
+	/* Its features in the two windows of window_state, by epoch parity. */
+	struct node_features windows[2];
+	/* Its processes in procs. */
+	__s64 live;
+};
+
 struct window_meta {
 	__u64 open_ns;
 	/* Requests before the window's first. */
 	__u64 first_request;
-	/* The window's last request; for the current window, see
-	 * window_state.last_request_ns. */
+	/* The window's last request, set when the next window opens; until
+	 * then, see window_state.last_request_ns. */
 	__u64 last_request_ns;
 };
 
-/* The current window and the one before it, so that a window that closed
- * before user space polled can still be read until a second one opens. A
- * window's requests are the next window's first_request, or the total for
- * the current one, minus its own first_request. */
+/* The current window and the one before it, by epoch parity, so that a
+ * window that closed before user space polled can still be read until a
+ * second one opens. A window's requests are the next window's
+ * first_request, or the total for the current one, minus its own
+ * first_request. */
 struct window_state {
-	/* Set by user space before attach. It sits here rather than in the
-	 * read-only config so that the programs reach it from the address
-	 * they already hold for last_request_ns. */
+	/* quiet_ns and the first last_request_ns are set by user space
+	 * before attach. They sit here rather than in the read-only config
+	 * so that the programs reach them from the address they already
+	 * hold. */
 	__u64 quiet_ns;
 	__u64 epoch;
 	__u64 requests;
@@ -74,22 +84,14 @@ struct window_state {
 	/* Set while one CPU opens the next window; user space reads again
 	 * when it finds it set. */
 	__u64 opening;
-	struct window_meta current;
-	struct window_meta previous;
+	struct window_meta meta[2];
 };
 
 /* Everything the programs count, as one global in .bss: the programs reach
  * it without a map lookup, and user space reads it through one mmap. */
 struct monitor_state {
 	struct window_state window;
-	/* The features of the two windows in meta, by epoch parity. */
-	struct node_features features[2][FEATURE_SLOTS];
-	/* Processes in procs, by node type. */
-	__s64 live[FEATURE_SLOTS];
-	/* Processes that user space put in procs at start-up, by node type:
-	 * those the task iterator does not visit. Only user space writes it,
-	 * so it needs no atomic add. */
-	__s64 seeded[FEATURE_SLOTS];
+	struct type_state types[TYPE_SLOTS];
 	__u64 errors[MONITOR_ERROR_MAX];
 };
 
