@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -227,6 +228,44 @@ def test_monitor_alerts_on_missing_child(server, model_path):
     deviating = {check.feature for check in faulty.detection.deviating()}
     assert "count:slp-child" in deviating
     assert "count:slp-child" in faulty.human()
+
+
+def test_monitor_cli_stops_on_sigterm(server, model_path, tmp_path):
+    # As an operator runs it: no -v, alerts to a file, stopped by SIGTERM.
+    alerts = tmp_path / "alerts.jsonl"
+    command = [*SYSLRN, "monitor", str(model_path), "--trigger", server.trigger]
+    command += ["--quiet", "0.4", "--alerts", str(alerts), "--all-windows"]
+    monitor = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    lines = []
+    started = threading.Event()
+
+    def read_stderr():
+        for line in monitor.stderr:
+            lines.append(line)
+            if "monitoring tcp:" in line:
+                started.set()
+
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    try:
+        assert started.wait(30), "".join(lines)
+        server.request(3)
+        time.sleep(1.0)
+    finally:
+        monitor.send_signal(signal.SIGTERM)
+        returncode = monitor.wait(30)
+        reader.join(30)
+
+    log = "".join(lines)
+    assert returncode == 0, log
+    assert "loaded 6 programs" in log
+    assert "window 1 closed: 3 requests, normal" in log
+    assert "received SIGTERM; detaching" in log
+    assert "detached the monitor programs" in log
+    assert "monitor stopped after 1 window judged, 0 lost" in log
+    assert "syslrn: 1 window, 0 anomalous" in log
+    verdicts = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert [v["requests"] for v in verdicts] == [3]
 
 
 def test_monitor_logs_window_open_at_stop(server, model_path, caplog):

@@ -82,9 +82,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # A service logs its start, attach, windows and stop without -v.
+    # A service logs its start, attach, windows, signals and stop without -v.
     if args.verbose == 0:
-        logging.getLogger("syslrn.monitor").setLevel(logging.INFO)
+        for name in ("syslrn.monitor", __name__):
+            logging.getLogger(name).setLevel(logging.INFO)
     model, _ = load_planned_model(args.model)
     trigger = parse_trigger(args.trigger)
     # Closed in the finally below; the stream outlives any with-block here.
