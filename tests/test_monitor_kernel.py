@@ -18,6 +18,7 @@ from syslrn.collect.libbpf import BpfObject
 from syslrn.collect.trigger import parse_trigger
 from syslrn.errors import ModelError, SyslrnError
 from syslrn.monitor.kernel import MonitorProbes
+from syslrn.monitor.online import poll_interval
 from syslrn.monitor.plan import make_plan
 
 
@@ -84,6 +85,15 @@ def test_probes_reject_quiet_time_beyond_kernel_range():
     plan = make_plan(_model("count:sh"))
     with pytest.raises(SyslrnError, match="invalid quiet time 1e\\+10 s"):
         MonitorProbes(plan, parse_trigger("tcp:1"), quiet_s=1e10)
+
+
+@pytest.mark.parametrize(
+    ("quiet_s", "poll_s"), [(5.0, 0.2), (0.3, 0.15), (0.05, 0.025), (0.001, 0.01)]
+)
+def test_poll_interval_follows_quiet_time(quiet_s, poll_s):
+    # Two polls per quiet time read every window before the kernel
+    # overwrites it, within the bounds of the default interval.
+    assert poll_interval(quiet_s) == pytest.approx(poll_s)
 
 
 def test_plan_rejects_duplicate_feature():

@@ -74,6 +74,21 @@ class Verdict:
         return f"{head}: ANOMALY: " + "; ".join(parts)
 
 
+#: The maximum and the minimum default poll interval, in seconds.
+MAX_POLL_S = 0.2
+MIN_POLL_S = 0.01
+
+
+def poll_interval(quiet_s: float) -> float:
+    """Return the default poll interval for windows closed by ``quiet_s``.
+
+    A window lasts at least the quiet time, and the kernel keeps two, so a
+    poll at least once per quiet time reads every window before it is
+    overwritten. Half the quiet time leaves room for a late wake-up.
+    """
+    return min(MAX_POLL_S, max(MIN_POLL_S, quiet_s / 2))
+
+
 class Monitor:
     """Watch a service with the probes a model needs.
 
@@ -83,8 +98,9 @@ class Monitor:
     trigger : Trigger
     quiet_s : float or None
         Quiet time that closes a window; default from the model's training.
-    poll_s : float
-        How often user space reads the window state.
+    poll_s : float or None
+        How often user space reads the window state; default
+        :func:`poll_interval` of the quiet time.
     on_verdict : callable
         Called with each :class:`Verdict`.
     """
@@ -94,14 +110,14 @@ class Monitor:
         model,
         trigger: Trigger,
         quiet_s: float | None = None,
-        poll_s: float = 0.2,
+        poll_s: float | None = None,
         on_verdict: Callable[[Verdict], None] | None = None,
     ):
         self.model = model
         self.trigger = trigger
         self.plan: MonitorPlan = make_plan(model.to_dict())
         self.quiet_s = quiet_s if quiet_s is not None else quiet_time(model.training)
-        self.poll_s = poll_s
+        self.poll_s = poll_s if poll_s is not None else poll_interval(self.quiet_s)
         self.on_verdict = on_verdict or (lambda verdict: None)
         self.probes = MonitorProbes(self.plan, trigger, self.quiet_s)
         self.verdicts: list[Verdict] = []
