@@ -212,6 +212,21 @@ def test_label_is_last_exec_basename():
     assert _type_of(graph, "a", 20, 200) == "gunicorn"
 
 
+def test_exec_of_open_file_labelled_by_comm():
+    # fexecve gives the filename /dev/fd/N, and the kernel sets comm to the
+    # file's name. A path under a directory fd keeps its basename.
+    rows = [
+        fork(2, 20, 200, 1, 10, comm="sh"),
+        exec_(3, 20, 200, "/dev/fd/3", comm="worker"),
+        fork(4, 30, 300, 1, 10, comm="sh"),
+        exec_(5, 30, 300, "/dev/fd/3/tool", comm="tool"),
+    ]
+    graph = _graph(rows)
+
+    assert _type_of(graph, "a", 20, 200) == "worker"
+    assert _type_of(graph, "a", 30, 300) == "tool"
+
+
 def test_fork_child_inherits_label_at_fork_time():
     # The parent runs /bin/sh, forks a child that never execs, then execs
     # /usr/bin/make itself: the child still runs the shell image.

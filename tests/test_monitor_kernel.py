@@ -17,6 +17,7 @@ import pytest
 from syslrn.collect.libbpf import BpfObject
 from syslrn.collect.trigger import parse_trigger
 from syslrn.errors import ModelError, SyslrnError
+from syslrn.monitor import kernel
 from syslrn.monitor.kernel import MonitorProbes
 from syslrn.monitor.online import poll_interval
 from syslrn.monitor.plan import make_plan
@@ -547,3 +548,127 @@ def test_tcp_trigger_ignores_unix_accepts(short_dir):
         probes.close()
         server.close()
     assert state.total_requests == 1
+
+
+@pytest.mark.bpf
+def test_procfs_process_exiting_at_start_not_counted(tmp_path, monkeypatch):
+    # A process that procfs shows and that exits before the monitor's
+    # insert has had its exit event already. The iterator's output is
+    # replaced by an empty one, and the exit is forced between the procfs
+    # read and the insert (the two stand-ins in this test).
+    sleeper = tmp_path / "slt-gone"
+    shutil.copy("/bin/sleep", sleeper)
+    process = subprocess.Popen([str(sleeper), "30"])
+    real_unseen = kernel.unseen_comms
+
+    def unseen_then_exit(seen, started_before_ns):
+        comms = real_unseen(seen, started_before_ns)
+        process.kill()
+        process.wait()
+        return comms
+
+    plan = make_plan(_model("count:slt-gone"))
+    server = _Server()
+    probes = MonitorProbes(plan, parse_trigger(f"tcp:{server.port}"), quiet_s=5.0)
+    try:
+        time.sleep(0.05)
+        monkeypatch.setattr(BpfObject, "iterate", lambda obj, program: b"")
+        monkeypatch.setattr(kernel, "unseen_comms", unseen_then_exit)
+        probes.load()
+
+        server.request()
+        state = probes.state()
+        window = probes.window(state.epoch, state.current)
+    finally:
+        process.kill()
+        process.wait()
+        probes.close()
+        server.close()
+    assert window.values == {"count:slt-gone": 0}
+
+
+@pytest.mark.bpf
+def test_request_during_start_opens_no_window(tmp_path, monkeypatch):
+    # A request that comes while the snapshot counts the live processes
+    # must not open a window from counts that miss them.
+    sleeper = tmp_path / "slt-early"
+    shutil.copy("/bin/sleep", sleeper)
+    sleepers = [subprocess.Popen([str(sleeper), "30"]) for _ in range(3)]
+    plan = make_plan(_model("count:slt-early"))
+    server = _Server()
+    probes = MonitorProbes(plan, parse_trigger(f"tcp:{server.port}"), quiet_s=5.0)
+    real_snapshot = MonitorProbes._snapshot
+
+    def request_then_snapshot(self, attached_ns):
+        server.request()
+        real_snapshot(self, attached_ns)
+
+    monkeypatch.setattr(MonitorProbes, "_snapshot", request_then_snapshot)
+    try:
+        probes.load()
+
+        server.request()
+        state = probes.state()
+        window = probes.window(state.epoch, state.current)
+    finally:
+        for process in sleepers:
+            process.kill()
+            process.wait()
+        probes.close()
+        server.close()
+    assert state.epoch == 1
+    assert window.requests == 1
+    assert window.values == {"count:slt-early": 3}
+
+
+SPAWNER = """
+import subprocess, sys, time
+for _ in range(int(sys.argv[2])):
+    subprocess.Popen([sys.argv[1], "30"])
+    time.sleep(0.01)
+print("done", flush=True)
+time.sleep(30)
+"""
+
+
+@pytest.mark.bpf
+def test_exec_during_slow_attach_keeps_type(tmp_path, monkeypatch):
+    # A child forked once the fork program runs, that execs before the
+    # exec program runs, would keep its parent's type. A pause after each
+    # attach (the stand-in in this test) widens that gap as a slow host
+    # would.
+    spawner_path = tmp_path / "slt-spawn"
+    os.symlink(sys.executable, spawner_path)
+    child = tmp_path / "slt-nap"
+    shutil.copy("/bin/sleep", child)
+    real_attach = BpfObject.attach
+
+    def slow_attach(obj, program, hook):
+        link = real_attach(obj, program, hook)
+        time.sleep(0.05)
+        return link
+
+    monkeypatch.setattr(BpfObject, "attach", slow_attach)
+    plan = make_plan(_model("count:slt-spawn", "count:slt-nap"))
+    server = _Server()
+    probes = MonitorProbes(plan, parse_trigger(f"tcp:{server.port}"), quiet_s=5.0)
+    spawner = subprocess.Popen(
+        [str(spawner_path), "-c", SPAWNER, str(child), "100"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(0.1)
+        probes.load()
+        assert spawner.stdout.readline() == "done\n"
+
+        server.request()
+        state = probes.state()
+        window = probes.window(state.epoch, state.current)
+    finally:
+        os.killpg(spawner.pid, signal.SIGKILL)
+        spawner.wait()
+        probes.close()
+        server.close()
+    assert window.values == {"count:slt-spawn": 1, "count:slt-nap": 100}

@@ -19,15 +19,18 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from syslrn.collect.clock import boottime_ns
 from syslrn.collect.recorder import Recorder
 from syslrn.collect.trigger import parse_trigger
 from syslrn.embed import BagOfNodes
 from syslrn.graph import build_graph
 from syslrn.model import load_model
+from syslrn.monitor import online
 from syslrn.monitor.kernel import MonitorProbes
 from syslrn.monitor.online import Monitor
 from syslrn.monitor.plan import make_plan
@@ -204,6 +207,50 @@ def test_monitor_matches_recorder(server, model_path, tmp_path):
         assert window.values == _offline_features(trace, window, names)
 
 
+# Runs the program at argv[1] from an open file descriptor, with no path.
+FEXECVE = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.execve(fd, ["worker"], {})
+"""
+
+
+def test_monitor_matches_recorder_on_fexecve(tmp_path):
+    # An exec of an open file names the file /dev/fd/N in the recorder's
+    # exec event, while the kernel sets comm to the file's own name.
+    program = tmp_path / "slp-fdexec"
+    shutil.copy("/bin/true", program)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    trigger = f"tcp:{server.getsockname()[1]}"
+    plan = make_plan({"features": [{"name": "count:slp-fdexec", "kept": True}]})
+    probes = MonitorProbes(plan, parse_trigger(trigger), quiet_s=5.0)
+    path = tmp_path / "fexecve.parquet"
+    with Recorder(path, trigger=trigger):
+        probes.load()
+        try:
+            client = socket.create_connection(server.getsockname())
+            conn, _ = server.accept()
+            subprocess.run([sys.executable, "-c", FEXECVE, str(program)], check=True)
+            client.close()
+            conn.close()
+            state = probes.state()
+            window = probes.window(state.epoch, state.current)
+        finally:
+            probes.close()
+            server.close()
+        time.sleep(0.2)
+    trace = read_trace(path)
+
+    assert window.values == {"count:slp-fdexec": 1}
+    # The window is still open: the offline cut ends at the trace's end.
+    end_ns = max(trace.table["ts_ns"].to_pylist()) + 1
+    cut = cut_window(trace, window.open_ns, end_ns)
+    features = BagOfNodes().features(build_graph(cut))
+    assert features.get("count:slp-fdexec") == 1
+
+
 def test_monitor_alerts_on_missing_child(server, model_path):
     model = load_model(model_path)
     monitor = Monitor(model, parse_trigger(server.trigger), quiet_s=0.4, poll_s=0.1)
@@ -233,8 +280,12 @@ def test_monitor_alerts_on_missing_child(server, model_path):
 def test_monitor_cli_stops_on_sigterm(server, model_path, tmp_path):
     # As an operator runs it: no -v, alerts to a file, stopped by SIGTERM.
     alerts = tmp_path / "alerts.jsonl"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
     command = [*SYSLRN, "monitor", str(model_path), "--trigger", server.trigger]
     command += ["--quiet", "0.4", "--alerts", str(alerts), "--all-windows"]
+    command += ["--metrics", f"127.0.0.1:{metrics_port}"]
     monitor = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     lines = []
     started = threading.Event()
@@ -251,6 +302,9 @@ def test_monitor_cli_stops_on_sigterm(server, model_path, tmp_path):
         assert started.wait(30), "".join(lines)
         server.request(3)
         time.sleep(1.0)
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            metrics = response.read().decode()
     finally:
         monitor.send_signal(signal.SIGTERM)
         returncode = monitor.wait(30)
@@ -266,6 +320,38 @@ def test_monitor_cli_stops_on_sigterm(server, model_path, tmp_path):
     assert "syslrn: 1 window, 0 anomalous" in log
     verdicts = [json.loads(line) for line in alerts.read_text().splitlines()]
     assert [v["requests"] for v in verdicts] == [3]
+    assert 'syslrn_windows_total{verdict="normal"} 1.0' in metrics
+    assert "syslrn_requests_total 3.0" in metrics
+    assert 'syslrn_feature_value{feature="count:slp-child"} 6.0' in metrics
+    assert "syslrn_lost_events 0.0" in metrics
+    assert "syslrn_windows_lost 0.0" in metrics
+
+
+def test_poll_reads_clock_before_state(server, model_path, monkeypatch):
+    # A poll preempted between its two reads, while a request keeps the
+    # window open, must not judge that window early. A replaced clock
+    # simulates the preemption: it waits past the quiet time, with a
+    # request in between.
+    model = load_model(model_path)
+    monitor = Monitor(model, parse_trigger(server.trigger), quiet_s=0.5)
+
+    def preempted_clock():
+        time.sleep(0.35)
+        server.request(1)
+        time.sleep(0.25)
+        return boottime_ns()
+
+    monitor.probes.load()
+    try:
+        server.request(1)
+        monkeypatch.setattr(online, "boottime_ns", preempted_clock)
+        monitor.poll()
+        monkeypatch.setattr(online, "boottime_ns", boottime_ns)
+        time.sleep(0.7)
+        monitor.poll()
+    finally:
+        monitor.probes.close()
+    assert [verdict.window.requests for verdict in monitor.verdicts] == [2]
 
 
 def test_monitor_logs_window_open_at_stop(server, model_path, caplog):

@@ -51,10 +51,10 @@ def _unseen_stats(seen: set[int]):
             yield int(entry.name), fields
 
 
-def unseen_comms(seen: set[int], started_before_ns: int) -> dict[int, str]:
-    """Return the comm of each process of /proc not in ``seen`` that is not
-    a zombie and started more than a clock tick before ``started_before_ns``
-    (CLOCK_BOOTTIME).
+def unseen_comms(seen: set[int], started_before_ns: int) -> dict[int, tuple[str, int]]:
+    """Return the comm and start time of each process of /proc not in
+    ``seen`` that is not a zombie and started more than a clock tick before
+    ``started_before_ns`` (CLOCK_BOOTTIME).
 
     The monitor passes the time it attached its programs: a later process
     has had its fork seen, and one that has exited since is a zombie or
@@ -67,8 +67,21 @@ def unseen_comms(seen: set[int], started_before_ns: int) -> dict[int, str]:
         start_ns = int(fields[20]) * 1_000_000_000 // _TICKS_PER_S
         if fields[1] in ("Z", "X") or start_ns >= started_before_ns - tick_ns:
             continue
-        comms[pid] = fields[0]
+        comms[pid] = (fields[0], start_ns)
     return comms
+
+
+def is_running(pid: int, start_ns: int) -> bool:
+    """Return whether process ``pid``, which procfs showed as started at
+    ``start_ns``, is still there and not a zombie.
+
+    A process that is gone or a zombie has passed the kernel's exit event.
+    Comparing the start time detects a reused pid.
+    """
+    fields = _stat_fields(pid)
+    if fields is None or fields[1] in ("Z", "X"):
+        return False
+    return int(fields[20]) * 1_000_000_000 // _TICKS_PER_S == start_ns
 
 
 def missing_processes(seen: set[int], boot_ns: int, self_pid: int) -> np.ndarray:

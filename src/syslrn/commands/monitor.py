@@ -102,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
     def on_verdict(verdict):
         writer(verdict)
         if metrics is not None:
-            metrics.update(verdict, lost=sum(monitor.probes.errors().values()))
+            metrics.update(
+                verdict,
+                lost=sum(monitor.probes.errors().values()),
+                lost_windows=monitor.lost,
+            )
 
     monitor.on_verdict = on_verdict
     monitor.wait_for_trigger(args.wait_for_trigger)
@@ -128,5 +132,6 @@ def run(args: argparse.Namespace) -> int:
             alerts.close()
     anomalies = sum(1 for v in verdicts if v.anomalous)
     windows = format_count(len(verdicts), "window")
-    print(f"syslrn: {windows}, {anomalies} anomalous", file=sys.stderr)
+    lost = f", {monitor.lost} lost" if monitor.lost else ""
+    print(f"syslrn: {windows}, {anomalies} anomalous{lost}", file=sys.stderr)
     return 0

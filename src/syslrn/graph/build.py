@@ -10,9 +10,13 @@ Semantics, per process instance ``(host, pid, start_ns)``:
   only by ``ppid`` in a child's row is not a node.
 - Node type: basename of the last executable the process ran (``exec``
   rows, and the ``filename`` of a ``snapshot`` row when the recorder gives
-  one). A process with no exec has the type its parent had when it forked
-  it, which follows the kernel: a forked child runs its parent's image until
-  it calls execve. Processes with neither are typed by their ``comm``.
+  one). An exec of an open file (``fexecve``, ``execveat`` with
+  ``AT_EMPTY_PATH``) has the filename ``/dev/fd/N``, so its row's ``comm``
+  names it instead, which the kernel sets to the file's name (Linux 6.14
+  and later), as the online monitor reads it. A process with no exec has
+  the type its parent had when it forked it, which follows the kernel: a
+  forked child runs its parent's image until it calls execve. Processes
+  with neither are typed by their ``comm``.
 - Spawn edges: parent -> child, from the child's ``fork`` row. One per
   child. A ``snapshot`` row makes no edge: the process was created before
   the run, and the online monitor, whose windows open in the middle of the
@@ -445,6 +449,7 @@ def _node_labels(events: _Events, procs: _Processes) -> tuple[np.ndarray, list[s
     base_code = filename_code[exec_rows]
     usable = np.array([bool(v) for v in base_values] + [False])[base_code]
     exec_rows, base_code = exec_rows[usable], base_code[usable]
+    by_fd = np.array([_is_fd_path(str(f)) for f in filenames] + [False])[base_code]
 
     vocabulary = sorted(
         set(comm_values) | {v for v in base_values if v} | {UNKNOWN_TYPE}
@@ -456,6 +461,10 @@ def _node_labels(events: _Events, procs: _Processes) -> tuple[np.ndarray, list[s
     base_label = np.array(
         [position[v] if v else 0 for v in base_values] + [0], dtype=np.int64
     )[base_code]
+    row_comm = np.full(events.n, -1, dtype=np.int64)
+    row_comm[comm_rows] = comm_label
+    by_fd &= row_comm[exec_rows] >= 0
+    base_label[by_fd] = row_comm[exec_rows[by_fd]]
 
     label = _comm_labels(events, procs, comm_rows, comm_label, position[UNKNOWN_TYPE])
     label = _inherit_labels(events, procs, label, exec_rows, base_label)
@@ -465,6 +474,13 @@ def _node_labels(events: _Events, procs: _Processes) -> tuple[np.ndarray, list[s
         last = _last_per_group(procs.node[exec_rows], events.ts[exec_rows])
         label[procs.node[exec_rows[last]]] = base_label[last]
     return label, vocabulary
+
+
+def _is_fd_path(filename: str) -> bool:
+    """Return whether ``filename`` is the kernel's name for an exec of an
+    open file, ``/dev/fd/N``."""
+    head, _, tail = filename.rpartition("/")
+    return head == "/dev/fd" and tail.isascii() and tail.isdigit()
 
 
 def _comm_labels(

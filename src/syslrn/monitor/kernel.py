@@ -17,7 +17,7 @@ from syslrn.collect.build import build_object
 from syslrn.collect.clock import boottime_ns
 from syslrn.collect.libbpf import BpfObject
 from syslrn.collect.privileges import check_bpf_allowed
-from syslrn.collect.procfs import unseen_comms
+from syslrn.collect.procfs import is_running, unseen_comms
 from syslrn.collect.trigger import Trigger, set_trigger
 from syslrn.errors import BpfError, SyslrnError
 from syslrn.monitor.plan import TAIL_CALLED, MonitorPlan, kernel_comm
@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 
 OBJECT_NAME = "monitor"
 SNAPSHOT_PROGRAM = "mon_snapshot"
-EXIT_PROGRAM = "mon_exit"
+#: The process programs, in the order they are attached, before the
+#: start-up snapshot. Exit comes first, so that the exit of every process
+#: that the exec or fork program adds is seen. Exec comes before fork,
+#: so that a child the fork program types by its parent's comm has its
+#: exec seen too.
+PROCESS_PROGRAMS = ("mon_exit", "mon_exec", "mon_exec_deg", "mon_fork", "mon_fork_deg")
 ERRORS = ("procs_full", "no_opener", "open_wait")
 _MONITOR_ERROR_MAX = 4
 #: The kernel programs compare times as signed 64-bit nanoseconds, with the
@@ -148,8 +153,8 @@ class MonitorProbes:
         self.quiet_ns = int(quiet_s * 1e9)
         if not 0 < self.quiet_ns <= MAX_QUIET_NS:
             raise SyslrnError(
-                f"invalid quiet time {quiet_s:g} s: it must be positive and at most "
-                f"{MAX_QUIET_NS / 1e9:.3g} s, because the kernel compares times as "
+                f"invalid quiet time {quiet_s:g} s: it must be at least 1 ns and at "
+                f"most {MAX_QUIET_NS / 1e9:.3g} s, because the kernel compares times as "
                 "signed 64-bit nanoseconds"
             )
         self.obj: BpfObject | None = None
@@ -175,15 +180,16 @@ class MonitorProbes:
             self._fill_openers()
             attached_ns = boottime_ns()
             self._set_times(attached_ns)
-            # The exit program is attached first, so that the exit of every
-            # process that the fork or exec program counts is seen.
-            programs = sorted(
-                self.plan.hooks.items(), key=lambda p: p[0] != EXIT_PROGRAM
-            )
-            for name, hooks in programs:
-                for hook in hooks:
-                    obj.attach(obj.program(name), hook)
+            hooks = self.plan.hooks
+            process = [name for name in PROCESS_PROGRAMS if name in hooks]
+            for name in process:
+                self._attach(name)
             self._snapshot(attached_ns)
+            # The accept and connect programs come last, so that no window
+            # opens before the snapshot has counted the live processes.
+            for name in hooks:
+                if name not in process:
+                    self._attach(name)
         except BaseException:
             if self._bss is not None:
                 self._bss.close()
@@ -198,6 +204,10 @@ class MonitorProbes:
             format_count(self.plan.probes, "probe"),
             format_count(len(self.plan.node_types), "node type"),
         )
+
+    def _attach(self, name: str) -> None:
+        for hook in self.plan.hooks[name]:
+            self.obj.attach(self.obj.program(name), hook)
 
     def _configure(self, obj: BpfObject) -> None:
         config = MonitorConfig()
@@ -255,13 +265,14 @@ class MonitorProbes:
         seen = set(np.frombuffer(raw, dtype="<u4").tolist())
         procs = self.obj.map("procs")
         types = {t.comm: t.index for t in self.plan.node_types}
-        for pid, comm in unseen_comms(seen, attached_ns).items():
+        for pid, (comm, start_ns) in unseen_comms(seen, attached_ns).items():
             index = types.get(comm, 0)
             if not index:
                 continue
+            key = struct.pack("<I", pid)
             try:
                 procs.update(
-                    struct.pack("<I", pid),
+                    key,
                     _PROC_STATE.pack(index, 0, 0),
                     BPF_NOEXIST,
                 )
@@ -271,6 +282,13 @@ class MonitorProbes:
                     log.warning(
                         "could not add pid %d (%s) to procs: %s", pid, comm, exc
                     )
+                continue
+            # A process that exited since procfs showed it had its exit
+            # event before or after the insert. Before, the entry is stale,
+            # so it is deleted here. After, the exit program deleted it and
+            # took it out of the live count, so the seeded count makes up
+            # for that.
+            if not is_running(pid, start_ns) and procs.delete(key):
                 continue
             self._seeded[index] = self._seeded.get(index, 0) + 1
 

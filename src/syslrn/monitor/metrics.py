@@ -67,6 +67,11 @@ class MonitorMetrics:
             "request that found no window opener or waited in vain for one",
             registry=self.registry,
         )
+        self.lost_windows = Gauge(
+            "syslrn_windows_lost",
+            "Windows that closed and were overwritten before the monitor read them",
+            registry=self.registry,
+        )
 
     def serve(self, address: str) -> None:
         host, port = parse_address(address)
@@ -78,10 +83,11 @@ class MonitorMetrics:
             ) from None
         log.info("metrics on http://%s:%d/metrics", host, port)
 
-    def update(self, verdict: Verdict, lost: int = 0) -> None:
+    def update(self, verdict: Verdict, lost: int = 0, lost_windows: int = 0) -> None:
         self.windows.labels("anomalous" if verdict.anomalous else "normal").inc()
         self.requests.inc(verdict.window.requests)
         self.lost.set(lost)
+        self.lost_windows.set(lost_windows)
         for check in verdict.detection.checks():
             self.value.labels(check.feature).set(check.observed)
             self.expected.labels(check.feature).set(check.expected)

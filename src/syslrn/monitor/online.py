@@ -175,8 +175,10 @@ class Monitor:
 
     def poll(self) -> None:
         """Judge the windows that closed since the last poll."""
-        state = self.probes.state()
+        # The clock first: a request between the two reads then shows in the
+        # state as later than now, and its window as open.
         now = boottime_ns()
+        state = self.probes.state()
         closed = state.epoch
         if state.epoch and now - state.current.last_request_ns <= self.probes.quiet_ns:
             closed -= 1
