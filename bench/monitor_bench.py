@@ -3,7 +3,8 @@ memory, and instructions per program, beside the full recorder's.
 
 It trains a model from a generated feature table (count and degree of
 `true`, which the fork storm runs), starts `syslrn monitor` on it, and
-reads the monitor process's CPU time and VmRSS from procfs. With
+reads the monitor process's CPU time and VmRSS from procfs. It also plans
+a model that keeps `count:true` only, for the counts-only programs. With
 kernel.bpf_stats_enabled it also reports the programs' run time, which the
 kernel charges to the processes that hit the tracepoints, not to the
 monitor. Run as root:
@@ -41,20 +42,41 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def make_model(directory: Path) -> Path:
-    table = directory / "features.csv"
+def make_model(directory: Path, features: list[str]) -> Path:
+    """Train a model whose features all follow 2 x requests exactly."""
+    name = "-".join(f.partition(":")[0] for f in features)
+    table = directory / f"{name}.csv"
     with table.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["id", "requests", "label", "count:true", "degree:true"])
+        writer.writerow(["id", "requests", "label", *features])
         for i, requests in enumerate([1, 2, 3, 4, 5, 6] * 2):
-            writer.writerow([f"r{i}", requests, "none", 2 * requests, 2 * requests])
-    model = directory / "model.json"
+            writer.writerow(
+                [f"r{i}", requests, "none", *[2 * requests] * len(features)]
+            )
+    model = directory / f"{name}.json"
     subprocess.run(
         [*SYSLRN, "train", str(table), "-o", str(model)],
         check=True,
         capture_output=True,
     )
     return model
+
+
+def planned_sizes(model: Path, trigger: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Return the instructions of the model's programs and of the recorder's."""
+    plan = json.loads(
+        subprocess.run(
+            [*SYSLRN, "plan", str(model), "--trigger", trigger, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    return plan["instructions"], plan["recorder_instructions"]
+
+
+def mean(sizes: dict[str, int]) -> float:
+    return sum(sizes.values()) / len(sizes)
 
 
 def program_stats() -> dict[str, tuple[int, int]]:
@@ -81,7 +103,8 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="syslrn-monbench-"))
-    model = make_model(work)
+    model = make_model(work, ["count:true", "degree:true"])
+    counts_model = make_model(work, ["count:true"])
     forkstorm = work / "forkstorm"
     subprocess.run(
         ["gcc", "-O2", "-o", str(forkstorm), str(HERE / "forkstorm.c")], check=True
@@ -131,24 +154,18 @@ def main() -> int:
         )
         for name in stats_after
     }
-    plan = json.loads(
-        subprocess.run(
-            [*SYSLRN, "plan", str(model), "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    sizes = plan["instructions"]
-    recorder = plan["recorder_instructions"]
+    sizes, recorder = planned_sizes(model, f"tcp:{port}")
+    counts_sizes, _ = planned_sizes(counts_model, f"tcp:{port}")
     result = {
         "idle_cpu_percent": 100 * idle_cpu / args.idle,
         "storm_cpu_percent": 100 * storm_cpu / elapsed,
         "storm_processes_per_s": processes / elapsed,
         "rss_mib": rss,
         "programs": sizes,
-        "mean_instructions": sum(sizes.values()) / len(sizes),
-        "recorder_mean_instructions": sum(recorder.values()) / len(recorder),
+        "mean_instructions": mean(sizes),
+        "counts_programs": counts_sizes,
+        "counts_mean_instructions": mean(counts_sizes),
+        "recorder_mean_instructions": mean(recorder),
         "bpf_ns_per_run": {
             name: ns / count for name, (ns, count) in runtime.items() if count
         },
@@ -162,13 +179,12 @@ def main() -> int:
         f"({result['storm_processes_per_s']:.0f} processes/s)"
     )
     print(f"monitor resident memory: {rss:.1f} MiB")
-    print(
-        "instructions per program: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
-    )
-    print(
-        f"mean: {result['mean_instructions']:.0f} (full recorder: "
-        f"{result['recorder_mean_instructions']:.0f})"
-    )
+    for label, plan_sizes in (("degrees too", sizes), ("counts only", counts_sizes)):
+        listed = ", ".join(f"{k} {v}" for k, v in plan_sizes.items())
+        print(
+            f"instructions per program, {label}: {listed}; mean {mean(plan_sizes):.1f}"
+        )
+    print(f"full recorder, mean: {result['recorder_mean_instructions']:.0f}")
     for name, ns in result["bpf_ns_per_run"].items():
         print(f"  {name}: {ns:.0f} ns per run in the kernel")
     if args.json:
