@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 
@@ -216,6 +217,69 @@ def test_hand_edited_model_rejected(tmp_path, command, edit, messages):
     assert f"syslrn: error: {model}: " in result.stderr
     assert messages.get(command, messages["plan"]) in result.stderr
     assert "train the model again" in result.stderr
+
+
+def _set_training(**values):
+    return lambda document: document["training"].update(values)
+
+
+def test_monitor_rejects_quiet_beyond_float_range(tmp_path):
+    # 1e300 s in nanoseconds overflows to infinity, so the check must come
+    # before the conversion.
+    model = _model_file(tmp_path / "m.json", lambda document: None)
+    result = run_syslrn("monitor", str(model), "--trigger", "tcp:1", "--quiet", "1e300")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "invalid quiet time 1e+300 s" in result.stderr
+
+
+def test_monitor_names_model_quiet_gap(tmp_path):
+    model = _model_file(tmp_path / "m.json", _set_training(quiet_gap_s=1e300))
+    result = run_syslrn("monitor", str(model), "--trigger", "tcp:1")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "invalid quiet time 2e+300 s" in result.stderr
+    assert "training.quiet_gap_s gives it, so pass --quiet SECONDS" in result.stderr
+
+
+def test_monitor_warns_of_other_trigger(tmp_path):
+    model = _model_file(tmp_path / "m.json", _set_training(trigger="tcp:5432"))
+    # Nothing listens on port 1, so the command stops after the warning.
+    result = run_syslrn("monitor", str(model), "--trigger", "tcp:1")
+    assert result.returncode == 2
+    assert "trained with requests counted at tcp:5432, and --trigger is tcp:1" in (
+        result.stderr
+    )
+
+
+def test_monitor_unix_trigger_error_explains_name(tmp_path):
+    model = _model_file(tmp_path / "m.json", lambda document: None)
+    path = tmp_path / "none.sock"
+    result = run_syslrn("monitor", str(model), "--trigger", f"unix:{path}")
+    assert result.returncode == 2
+    assert f"trigger unix:{path}: nothing listens there" in result.stderr
+    assert "the name the service bound, as /proc/net/unix shows it" in result.stderr
+
+
+def test_monitor_stops_on_sigterm_while_waiting(tmp_path):
+    model = _model_file(tmp_path / "m.json", lambda document: None)
+    command = [*SYSLRN, "monitor", str(model), "--trigger", "tcp:1"]
+    command += ["--wait-for-trigger", "60"]
+    monitor = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        # The warning comes after the signal handlers are installed.
+        for line in monitor.stderr:
+            if "nothing listens yet; waiting up to 60 s" in line:
+                break
+        monitor.send_signal(signal.SIGTERM)
+        returncode = monitor.wait(30)
+    finally:
+        monitor.kill()
+    log = monitor.stderr.read()
+    monitor.stderr.close()
+    assert returncode == 0, log
+    assert "received SIGTERM; detaching" in log
+    assert "stopped while waiting for trigger tcp:1" in log
 
 
 def _parsers(parser, path="syslrn"):

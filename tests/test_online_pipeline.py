@@ -32,6 +32,7 @@ from syslrn.graph import build_graph
 from syslrn.model import load_model
 from syslrn.monitor import online
 from syslrn.monitor.kernel import MonitorProbes
+from syslrn.monitor.metrics import MonitorMetrics
 from syslrn.monitor.online import Monitor
 from syslrn.monitor.plan import make_plan
 from syslrn.monitor.windows import cut_window
@@ -325,6 +326,100 @@ def test_monitor_cli_stops_on_sigterm(server, model_path, tmp_path):
     assert 'syslrn_feature_value{feature="count:slp-child"} 6.0' in metrics
     assert "syslrn_lost_events 0.0" in metrics
     assert "syslrn_windows_lost 0.0" in metrics
+
+
+def _start_monitor_cli(model_path, server, *options, stdout=None):
+    """Start ``syslrn monitor`` and return it once its probes are attached."""
+    command = [*SYSLRN, "monitor", str(model_path), "--trigger", server.trigger]
+    command += ["--quiet", "0.4", "--all-windows", *options]
+    monitor = subprocess.Popen(
+        command, stdout=stdout, stderr=subprocess.PIPE, text=True
+    )
+    lines = []
+    for line in monitor.stderr:
+        lines.append(line)
+        if "monitoring tcp:" in line:
+            return monitor, lines
+    monitor.wait(30)
+    pytest.fail("syslrn monitor did not start:\n" + "".join(lines))
+
+
+def _finish_monitor_cli(monitor, lines):
+    """Wait for the monitor to stop by itself; return its status and log."""
+    try:
+        returncode = monitor.wait(30)
+    finally:
+        monitor.kill()
+    lines.extend(monitor.stderr)
+    monitor.stderr.close()
+    return returncode, "".join(lines)
+
+
+def test_monitor_cli_stops_when_alerts_fail(server, model_path):
+    # /dev/full fails every write with ENOSPC, as a full disk does. The
+    # duration is beyond what a timer accepts, and must still work.
+    monitor, lines = _start_monitor_cli(
+        model_path, server, "--alerts", "/dev/full", "--duration", "1e10"
+    )
+    server.request(3)
+
+    returncode, log = _finish_monitor_cli(monitor, lines)
+
+    assert returncode == 1, log
+    assert "Traceback" not in log
+    assert "Exception in thread" not in log
+    assert "window 1 (3 requests): normal" in log
+    assert "detached the monitor programs" in log
+    assert (
+        "syslrn: error: cannot write window 1's alert to --alerts /dev/full: "
+        "No space left on device; the monitor stopped"
+    ) in log
+
+
+def test_monitor_cli_stops_when_stdout_closes(server, model_path):
+    monitor, lines = _start_monitor_cli(model_path, server, stdout=subprocess.PIPE)
+    monitor.stdout.close()
+    server.request(3)
+
+    returncode, log = _finish_monitor_cli(monitor, lines)
+
+    assert returncode == 1, log
+    assert "Traceback" not in log
+    assert "Exception ignored" not in log
+    assert "detached the monitor programs" in log
+    assert (
+        "syslrn: error: cannot write window 1's alert: the reader of stdout closed it"
+    ) in log
+
+
+def test_monitor_metrics_count_lost_windows_requests(server, model_path):
+    # A stalled poll loses windows, and their requests still count.
+    model = load_model(model_path)
+    metrics = MonitorMetrics()
+    monitor = Monitor(model, parse_trigger(server.trigger), quiet_s=0.3, poll_s=5.0)
+
+    def on_verdict(verdict):
+        total = monitor.probes.state().total_requests
+        metrics.update(verdict, lost_windows=monitor.lost, requests_total=total)
+
+    monitor.on_verdict = on_verdict
+    stop = threading.Event()
+    thread = threading.Thread(target=monitor.run, args=(stop,))
+    thread.start()
+    try:
+        assert monitor.started.wait(30)
+        for _ in range(4):
+            server.request(2)
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(30)
+
+    assert monitor.lost == 2
+    assert [v.window.requests for v in monitor.verdicts] == [2, 2]
+    registry = metrics.registry
+    assert registry.get_sample_value("syslrn_requests_total") == 8
+    assert registry.get_sample_value("syslrn_windows_lost") == 2
 
 
 def test_poll_reads_clock_before_state(server, model_path, monkeypatch):

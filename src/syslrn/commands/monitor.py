@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+from typing import TextIO
 
 from syslrn.collect.trigger import parse_trigger
 from syslrn.commands._argtypes import positive_seconds, trigger_text
@@ -88,6 +90,14 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger(name).setLevel(logging.INFO)
     model, _ = load_planned_model(args.model)
     trigger = parse_trigger(args.trigger)
+    trained_on = model.training.get("trigger")
+    if trained_on is not None and parse_trigger(trained_on) != trigger:
+        log.warning(
+            "model %s was trained with requests counted at %s, and --trigger is %s",
+            args.model,
+            trained_on,
+            trigger,
+        )
     # Closed in the finally below; the stream outlives any with-block here.
     try:
         alerts = open(args.alerts, "a") if args.alerts else sys.stdout  # noqa: SIM115
@@ -98,21 +108,26 @@ def run(args: argparse.Namespace) -> int:
     writer = AlertWriter(alerts, sys.stderr, all_windows=args.all_windows)
     metrics = MonitorMetrics() if args.metrics else None
     monitor = Monitor(model, trigger, quiet_s=args.quiet)
+    log.info("model %s, trigger %s", args.model, trigger)
+
+    write_failed = False
 
     def on_verdict(verdict):
-        writer(verdict)
+        nonlocal write_failed
+        try:
+            _write_alert(writer, verdict, args.alerts)
+        except SyslrnError:
+            write_failed = True
+            raise
         if metrics is not None:
             metrics.update(
                 verdict,
                 lost=sum(monitor.probes.errors().values()),
                 lost_windows=monitor.lost,
+                requests_total=monitor.probes.state().total_requests,
             )
 
     monitor.on_verdict = on_verdict
-    monitor.wait_for_trigger(args.wait_for_trigger)
-    if metrics is not None:
-        metrics.serve(args.metrics)
-
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -121,17 +136,62 @@ def run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    if args.duration is not None:
-        timer = threading.Timer(args.duration, stop.set)
-        timer.daemon = True
-        timer.start()
     try:
+        if not monitor.wait_for_trigger(args.wait_for_trigger, stop):
+            return 0
+        if metrics is not None:
+            metrics.serve(args.metrics)
+        if args.duration is not None:
+            # Event.wait rejects a timeout over TIMEOUT_MAX (about 292 years
+            # on Linux), which is as good as no timeout.
+            timer = threading.Timer(min(args.duration, threading.TIMEOUT_MAX), stop.set)
+            timer.daemon = True
+            timer.start()
         verdicts = monitor.run(stop)
     finally:
-        if alerts is not sys.stdout:
-            alerts.close()
+        _close_alerts(alerts, args.alerts, write_failed)
     anomalies = sum(1 for v in verdicts if v.anomalous)
     windows = format_count(len(verdicts), "window")
     lost = f", {monitor.lost} lost" if monitor.lost else ""
     print(f"syslrn: {windows}, {anomalies} anomalous{lost}", file=sys.stderr)
     return 0
+
+
+def _write_alert(writer: AlertWriter, verdict, path: str | None) -> None:
+    """Write a verdict, or raise SyslrnError if its alert cannot be written.
+
+    The error stops the monitor, because a monitor that loses its alerts
+    must not look healthy.
+    """
+    try:
+        writer(verdict)
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SyslrnError(
+            f"cannot write window {verdict.window.epoch}'s alert: the reader of "
+            "stdout closed it; the monitor stopped, so keep the reader running "
+            "or pass --alerts FILE",
+            exit_code=1,
+        ) from None
+    except OSError as exc:
+        target = f"--alerts {path}" if path else "stdout"
+        raise SyslrnError(
+            f"cannot write window {verdict.window.epoch}'s alert to {target}: "
+            f"{exc.strerror}; the monitor stopped, so make room or give another "
+            "--alerts FILE",
+            exit_code=1,
+        ) from None
+
+
+def _close_alerts(alerts: TextIO, path: str | None, write_failed: bool) -> None:
+    """Close the --alerts file, and log a failure to flush it. After a failed
+    write, the close fails on the same buffered line, which has been
+    reported already."""
+    if alerts is sys.stdout:
+        return
+    try:
+        alerts.close()
+    except OSError as exc:
+        if not write_failed:
+            log.error("cannot close --alerts %s: %s", path, exc.strerror)

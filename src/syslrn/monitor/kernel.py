@@ -150,13 +150,15 @@ class MonitorProbes:
     def __init__(self, plan: MonitorPlan, trigger: Trigger, quiet_s: float):
         self.plan = plan
         self.trigger = trigger
-        self.quiet_ns = int(quiet_s * 1e9)
-        if not 0 < self.quiet_ns <= MAX_QUIET_NS:
+        # Checked in seconds first, because above about 1.8e299 s the
+        # nanoseconds overflow to infinity, which int() rejects.
+        if not 1e-9 <= quiet_s <= MAX_QUIET_NS / 1e9:
             raise SyslrnError(
                 f"invalid quiet time {quiet_s:g} s: it must be at least 1 ns and at "
                 f"most {MAX_QUIET_NS / 1e9:.3g} s, because the kernel compares times as "
                 "signed 64-bit nanoseconds"
             )
+        self.quiet_ns = min(MAX_QUIET_NS, max(1, round(quiet_s * 1e9)))
         self.obj: BpfObject | None = None
         self._bss: mmap.mmap | None = None
         self._last: _RawState | None = None

@@ -59,8 +59,11 @@ class MonitorMetrics:
             registry=self.registry,
         )
         self.requests = Counter(
-            "syslrn_requests", "Requests counted at the trigger", registry=self.registry
+            "syslrn_requests",
+            "Requests counted at the trigger, read as each window is judged",
+            registry=self.registry,
         )
+        self._requests_seen = 0
         self.lost = Gauge(
             "syslrn_lost_events",
             "Events the kernel programs missed: a full process map, or a "
@@ -83,9 +86,23 @@ class MonitorMetrics:
             ) from None
         log.info("metrics on http://%s:%d/metrics", host, port)
 
-    def update(self, verdict: Verdict, lost: int = 0, lost_windows: int = 0) -> None:
+    def update(
+        self,
+        verdict: Verdict,
+        lost: int = 0,
+        lost_windows: int = 0,
+        requests_total: int | None = None,
+    ) -> None:
+        """Export a judged window.
+
+        ``requests_total`` is the kernel's count of every request so far,
+        lost windows' included. Without it, the window's requests are added.
+        """
         self.windows.labels("anomalous" if verdict.anomalous else "normal").inc()
-        self.requests.inc(verdict.window.requests)
+        if requests_total is None:
+            requests_total = self._requests_seen + verdict.window.requests
+        self.requests.inc(max(0, requests_total - self._requests_seen))
+        self._requests_seen = max(self._requests_seen, requests_total)
         self.lost.set(lost)
         self.lost_windows.set(lost_windows)
         for check in verdict.detection.checks():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from syslrn.collect.clock import boottime_ns
-from syslrn.collect.trigger import Trigger, is_listening
+from syslrn.collect.trigger import TRIGGER_UNIX, Trigger, is_listening
 from syslrn.errors import SyslrnError
 from syslrn.monitor.kernel import MonitorProbes, WindowFeatures
 from syslrn.monitor.plan import MonitorPlan, make_plan
@@ -74,6 +74,13 @@ class Verdict:
         return f"{head}: ANOMALY: " + "; ".join(parts)
 
 
+#: Why a unix trigger may not match a socket that listens: the kernel keeps
+#: the name that bind() was given, which may be relative.
+_UNIX_NAME_HINT = (
+    "; a unix trigger must be the name the service bound, as /proc/net/unix "
+    "shows it, which is relative if the service bound a relative path"
+)
+
 #: The maximum and the minimum default poll interval, in seconds.
 MAX_POLL_S = 0.2
 MIN_POLL_S = 0.01
@@ -119,34 +126,60 @@ class Monitor:
         self.quiet_s = quiet_s if quiet_s is not None else quiet_time(model.training)
         self.poll_s = poll_s if poll_s is not None else poll_interval(self.quiet_s)
         self.on_verdict = on_verdict or (lambda verdict: None)
-        self.probes = MonitorProbes(self.plan, trigger, self.quiet_s)
+        try:
+            self.probes = MonitorProbes(self.plan, trigger, self.quiet_s)
+        except SyslrnError as exc:
+            if quiet_s is not None:
+                raise
+            raise SyslrnError(
+                f"{exc}; the model's training.quiet_gap_s gives it, so pass "
+                "--quiet SECONDS or train the model again"
+            ) from None
+        if self.quiet_s < 2 * MIN_POLL_S:
+            log.warning(
+                "quiet time %g s is under %g s, twice the shortest poll interval: "
+                "windows may close and be overwritten before a poll reads them",
+                self.quiet_s,
+                2 * MIN_POLL_S,
+            )
         self.verdicts: list[Verdict] = []
         self._judged = 0
         #: Windows that closed and were overwritten before a poll read them.
         self.lost = 0
         self.started = threading.Event()
 
-    def wait_for_trigger(self, timeout: float | None) -> None:
-        """Wait until the trigger socket listens; with timeout None, fail at once."""
+    def wait_for_trigger(
+        self, timeout: float | None, stop: threading.Event | None = None
+    ) -> bool:
+        """Wait until the trigger socket listens, or fail at once if timeout
+        is None.
+
+        Return False if ``stop`` was set before the socket listened.
+        """
         if is_listening(self.trigger):
-            return
+            return True
+        hint = _UNIX_NAME_HINT if self.trigger.kind == TRIGGER_UNIX else ""
         if timeout is None:
             raise SyslrnError(
                 f"trigger {self.trigger}: nothing listens there; start the "
-                "service first, or pass --wait-for-trigger SECONDS"
+                f"service first, or pass --wait-for-trigger SECONDS{hint}"
             )
         log.warning(
-            "trigger %s: nothing listens yet; waiting up to %.0f s",
+            "trigger %s: nothing listens yet; waiting up to %g s",
             self.trigger,
             timeout,
         )
+        stop = stop or threading.Event()
         deadline = time.monotonic() + timeout
         while not is_listening(self.trigger):
             if time.monotonic() > deadline:
                 raise SyslrnError(
-                    f"trigger {self.trigger}: nothing listened within {timeout:.0f} s"
+                    f"trigger {self.trigger}: nothing listened within {timeout:g} s{hint}"
                 )
-            time.sleep(0.2)
+            if stop.wait(0.2):
+                log.info("stopped while waiting for trigger %s", self.trigger)
+                return False
+        return True
 
     def run(self, stop: threading.Event) -> list[Verdict]:
         """Monitor until ``stop`` is set; judge every window that closed."""
