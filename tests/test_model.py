@@ -21,7 +21,7 @@ from syslrn.model import (
     train_model,
 )
 from syslrn.model.rule import RULE
-from syslrn.trace import table_from_rows
+from syslrn.trace import table_from_rows, write_trace
 
 REQUESTS = np.array([10, 20, 30, 40, 50, 60, 70, 80], dtype=float)
 
@@ -280,20 +280,86 @@ def test_model_of_other_version_names_both(tmp_path):
         load_model(path)
 
 
+def _model_text_without(key):
+    document = _trained().to_dict()
+    del document[key]
+    return json.dumps(document)
+
+
+GIVE_MODEL = "give a model file written by syslrn train"
+RETRAIN = "train the model again"
+
+
 @pytest.mark.parametrize(
-    "text, message",
+    "text, messages",
     [
-        ("{not json", "not valid JSON"),
-        ('{"format": "other"}', "not a syslrn model"),
-        ('{"format": "syslrn-model", "schema_version": 1}', "model lacks keys"),
+        ("{not json", ["not valid JSON", "corrupt or not a model", GIVE_MODEL]),
+        ('{"format": "other"}', ["not a syslrn model file", GIVE_MODEL]),
+        (
+            '{"format": "syslrn-model"}',
+            ["no schema_version key", "reads version 1", f"{RETRAIN} with this"],
+        ),
+        (
+            '{"format": "syslrn-model", "schema_version": 1}',
+            ["model lacks keys", "the file is corrupt", RETRAIN],
+        ),
+        (
+            _model_text_without("features"),
+            ["lacks keys ['features']", "corrupt", RETRAIN],
+        ),
+        (
+            _model_text_without("training"),
+            ["lacks keys ['training']", "corrupt", RETRAIN],
+        ),
+    ],
+    ids=[
+        "not-json",
+        "other-format",
+        "no-version",
+        "no-keys",
+        "no-features",
+        "no-training",
     ],
 )
-def test_invalid_model_files(tmp_path, text, message):
+def test_invalid_model_files(tmp_path, text, messages):
     path = tmp_path / "bad.json"
     path.write_text(text)
 
-    with pytest.raises(ModelError, match=message):
+    with pytest.raises(ModelError) as error:
         load_model(path)
+    assert str(error.value).startswith(f"{path}: ")
+    for message in messages:
+        assert message in str(error.value)
+
+
+def test_trace_given_as_model(tmp_path):
+    row = {"ts_ns": 1, "host": "h", "kind": "exec", "pid": 2, "start_ns": 1}
+    path = write_trace(tmp_path / "run.parquet", table_from_rows([row]), {})
+
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert "Parquet trace file, not a model" in str(error.value)
+    assert "syslrn train TRACE... -o model.json" in str(error.value)
+
+
+def test_binary_file_given_as_model(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"\x00\xb0\xff")
+
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert "not a text file" in str(error.value)
+    assert GIVE_MODEL in str(error.value)
+
+
+def test_directory_given_as_model(tmp_path):
+    with pytest.raises(ModelError) as error:
+        load_model(tmp_path)
+    assert str(error.value).startswith(f"{tmp_path}: ")
+    assert "cannot read the model file (Is a directory)" in str(error.value)
+    assert "give a readable model file" in str(error.value)
 
 
 def test_model_with_bad_feature_is_rejected(tmp_path):
@@ -331,6 +397,14 @@ def _repeat_feature(document):
         (lambda d: d["embedding"].update(params=[1]), "params=[1] is not an object"),
         (lambda d: d.update(training="abc"), "training='abc' is not an object"),
         (
+            lambda d: d["features"].append({"slope": 1}),
+            "a features entry has no name, so the file is corrupt",
+        ),
+        (
+            lambda d: d.update(model="linear"),
+            "model must be an object with a name, so the file is corrupt",
+        ),
+        (
             lambda d: d["training"].update(fixed_requests="many"),
             "training.fixed_requests='many' is not a whole number",
         ),
@@ -362,6 +436,8 @@ def _repeat_feature(document):
         "text-plan",
         "list-params",
         "text-training",
+        "nameless-feature",
+        "text-model",
         "text-fixed-requests",
         "text-in-requests",
         "negative-quiet-gap",
@@ -379,6 +455,7 @@ def test_hand_edited_model_file_rejected(tmp_path, edit, message):
         load_model(path)
     assert str(error.value).startswith(f"{path}: ")
     assert message in str(error.value)
+    assert RETRAIN in str(error.value)
 
 
 def test_zero_tolerance_is_valid(tmp_path):
@@ -392,8 +469,11 @@ def test_zero_tolerance_is_valid(tmp_path):
 
 
 def test_missing_model_file(tmp_path):
-    with pytest.raises(ModelError, match="model file not found"):
-        load_model(tmp_path / "none.json")
+    path = tmp_path / "none.json"
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    assert str(error.value).startswith(f"{path}: model file not found")
+    assert f"syslrn train TRACE... -o {path}" in str(error.value)
 
 
 def test_degenerate_model_notes_other_request_counts():
@@ -464,5 +544,7 @@ def test_model_from_dict_rejects_unknown_rule():
     document = _trained().to_dict()
     document["detection"]["rule"] = "majority-vote"
 
-    with pytest.raises(ModelError, match="detection rule 'majority-vote' is unknown"):
+    with pytest.raises(ModelError) as error:
         Model.from_dict(document)
+    assert "detection rule 'majority-vote' is unknown" in str(error.value)
+    assert f"set the rule to it or {RETRAIN}" in str(error.value)

@@ -46,6 +46,12 @@ MODEL_SCHEMA_VERSION = 1
 #: Advice in error messages for a value that a hand edit broke.
 _RETRAIN = "train the model again"
 
+#: Advice in error messages for a file that is not a model of this version.
+_GIVE_OR_RETRAIN = "give a model file written by syslrn train, or train the model again"
+
+#: The first bytes of every Parquet file, and so of every trace.
+_PARQUET_MAGIC = b"PAR1"
+
 _TOP_KEYS = (
     "embedding",
     "model",
@@ -96,7 +102,8 @@ class FeatureEntry:
         """
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ModelError(
-                f"{source}: a features entry has no name; the file is corrupt"
+                f"{source}: a features entry has no name, so the file is corrupt; "
+                f"correct it in the file or {_RETRAIN}"
             )
         name = entry["name"]
         where = f"{source}: feature {name}"
@@ -249,18 +256,25 @@ class Model:
         """
         if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
             raise ModelError(
-                f'{source}: not a syslrn model file (no "format": "{MODEL_FORMAT}")'
+                f'{source}: not a syslrn model file (no "format": "{MODEL_FORMAT}"); '
+                "give a model file written by syslrn train"
             )
-        version = document.get("schema_version")
+        if "schema_version" not in document:
+            raise ModelError(
+                f"{source}: model has no schema_version key, and this syslrn reads "
+                f"version {MODEL_SCHEMA_VERSION}; {_RETRAIN} with this version"
+            )
+        version = document["schema_version"]
         if version != MODEL_SCHEMA_VERSION:
             raise ModelError(
-                f"{source}: model schema version {version}, this syslrn reads version "
-                f"{MODEL_SCHEMA_VERSION}; train the model again with this version"
+                f"{source}: model schema version {version!r}, this syslrn reads "
+                f"version {MODEL_SCHEMA_VERSION}; {_RETRAIN} with this version"
             )
         missing = [key for key in _TOP_KEYS if key not in document]
         if missing:
             raise ModelError(
-                f"{source}: model lacks keys {missing}; the file is corrupt"
+                f"{source}: model lacks keys {missing}, so the file is corrupt or "
+                f"cut short; {_GIVE_OR_RETRAIN}"
             )
         parts = {
             key: _check_part(document[key], f"{source}: {key}")
@@ -272,8 +286,8 @@ class Model:
         rule = detection.get("rule")
         if rule != RULE:
             raise ModelError(
-                f"{source}: detection rule {rule!r} is unknown; this "
-                f"syslrn applies {RULE!r}"
+                f"{source}: detection rule {rule!r} is unknown; this syslrn applies "
+                f"{RULE!r}, so set the rule to it or {_RETRAIN} with this version"
             )
         features = _check_field(
             document["features"], f"{source}: features", _is_list, "a list"
@@ -326,22 +340,43 @@ def load_model(path: str | os.PathLike) -> Model:
     Raises
     ------
     ModelError
-        The file is missing, not JSON, or not a valid model of this schema
-        version. The message names the file.
+        The file is missing, unreadable, a Parquet trace, not JSON, or not a
+        valid model of this schema version. The message names the file and
+        says what to give instead.
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise ModelError(f"{path}: model file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: cannot read the model file ({exc})") from None
+        raise ModelError(
+            f"{path}: model file not found; check the path, or make a model with "
+            f"syslrn train TRACE... -o {path}"
+        ) from None
+    except OSError as exc:
+        raise ModelError(
+            f"{path}: cannot read the model file ({exc.strerror}); give a readable "
+            "model file written by syslrn train"
+        ) from None
+
+    if data.startswith(_PARQUET_MAGIC):
+        raise ModelError(
+            f"{path}: this is a Parquet trace file, not a model; make a model from "
+            "traces with syslrn train TRACE... -o model.json"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(
+            f"{path}: not a text file ({exc}), so not a model file; {_GIVE_OR_RETRAIN}"
+        ) from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelError(
-            f"{path}: not valid JSON ({exc}); the file is corrupt"
+            f"{path}: not valid JSON ({exc}), so the file is corrupt or not a "
+            f"model; {_GIVE_OR_RETRAIN}"
         ) from None
+
     return Model.from_dict(document, source=str(path))
 
 
@@ -382,7 +417,10 @@ def _check_optional(
 def _check_part(value: Any, where: str) -> dict[str, Any]:
     """Check an ``{"name": ..., "params": {...}}`` object and return a copy."""
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-        raise ModelError(f"{where} must be an object with a name; the file is corrupt")
+        raise ModelError(
+            f"{where} must be an object with a name, so the file is corrupt; "
+            f"correct it in the file or {_RETRAIN}"
+        )
     params = _check_optional(
         value.get("params"), f"{where}: params", _is_object, "an object"
     )
