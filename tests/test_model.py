@@ -458,6 +458,53 @@ def test_hand_edited_model_file_rejected(tmp_path, edit, message):
     assert RETRAIN in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("slope", 1e308),
+        ("slope", -(2.0**53) - 2),
+        ("intercept", -1e300),
+        ("tolerance", 2.0**60),
+    ],
+)
+def test_huge_coefficient_rejected(tmp_path, key, value):
+    document = _trained().to_dict()
+    _edit_kept(document, **{key: value})
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(document))
+
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    assert str(error.value).startswith(f"{path}: feature count:worker: {key}=")
+    assert "exceeds 2**53 in magnitude" in str(error.value)
+    assert RETRAIN in str(error.value)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_coefficient_rejected(tmp_path, literal):
+    document = _trained().to_dict()
+    _edit_kept(document, slope="SLOPE")
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps(document).replace('"SLOPE"', literal))
+
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    assert "feature count:worker: slope=" in str(error.value)
+    assert "is not a number" in str(error.value)
+
+
+def test_coefficients_at_bound_accepted(tmp_path):
+    document = _trained().to_dict()
+    _edit_kept(document, slope=2.0**53, intercept=-(2.0**53), tolerance=2.0**53)
+    path = tmp_path / "bound.json"
+    path.write_text(json.dumps(document))
+
+    model = load_model(path)
+    expected = model.expected(2**32)["count:worker"]
+    assert np.isfinite(expected)
+    assert expected == 2.0**53 * 2**32 - 2.0**53
+
+
 def test_zero_tolerance_is_valid(tmp_path):
     document = _trained().to_dict()
     _edit_kept(document, tolerance=0)

@@ -52,6 +52,11 @@ _GIVE_OR_RETRAIN = "give a model file written by syslrn train, or train the mode
 #: The first bytes of every Parquet file, and so of every trace.
 _PARQUET_MAGIC = b"PAR1"
 
+#: Max magnitude of a slope, intercept or tolerance. A feature counts
+#: processes or edges, so larger values are meaningless, and above 2**53 a
+#: float64 cannot represent every integer.
+MAX_COEFFICIENT = 2**53
+
 _TOP_KEYS = (
     "embedding",
     "model",
@@ -97,8 +102,9 @@ class FeatureEntry:
         Raises
         ------
         ModelError
-            A key is missing or mistyped, or the tolerance is negative. The
-            message names ``source`` and the feature.
+            A key is missing or mistyped, a coefficient is not finite or
+            exceeds :data:`MAX_COEFFICIENT` in magnitude, or the tolerance is
+            negative. The message names ``source`` and the feature.
         """
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ModelError(
@@ -111,6 +117,15 @@ class FeatureEntry:
             key: _check_field(entry.get(key), f"{where}: {key}", _is_number, "a number")
             for key in ("slope", "intercept", "tolerance")
         }
+        # An expected value is slope * requests + intercept, so a huge
+        # coefficient would overflow to infinity, which JSON cannot carry.
+        for key, value in numbers.items():
+            if abs(value) > MAX_COEFFICIENT:
+                raise ModelError(
+                    f"{where}: {key}={value!r} exceeds 2**53 in magnitude, which "
+                    "no count of processes or edges reaches; correct it in the "
+                    f"file or {_RETRAIN}"
+                )
         # The detection rule flags |deviation| > tolerance, so a negative
         # tolerance would flag every run, even one that matches exactly.
         if numbers["tolerance"] < 0:
@@ -251,8 +266,9 @@ class Model:
         ------
         ModelError
             The document is not a syslrn model, is of another schema
-            version, lacks or mistypes a key, lists a feature twice or gives
-            one a negative tolerance. The message names ``source``.
+            version, lacks or mistypes a key, lists a feature twice, or gives
+            one a coefficient out of range or a negative tolerance. The
+            message names ``source``.
         """
         if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
             raise ModelError(
