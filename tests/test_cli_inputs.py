@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import stat
 import subprocess
 import sys
 
@@ -216,6 +217,20 @@ def test_hand_edited_model_rejected(tmp_path, command, edit, messages):
     assert f"syslrn: error: {model}: " in result.stderr
     assert messages.get(command, messages["plan"]) in result.stderr
     assert "train the model again" in result.stderr
+
+
+def test_plan_save_keeps_mode_and_symlink(tmp_path):
+    target = _model_file(tmp_path / "v1.json", lambda document: None)
+    target.chmod(0o600)
+    link = tmp_path / "model.json"
+    link.symlink_to(target.name)
+
+    result = run_syslrn("plan", str(link), "--save", "--no-sizes")
+
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert json.loads(target.read_text())["plan"]["programs"]
 
 
 def _parsers(parser, path="syslrn"):

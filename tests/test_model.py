@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,6 +271,41 @@ def test_model_file_round_trip(tmp_path):
     }
     row = {"count:worker": 41.0, "degree:worker": 30.0}
     assert loaded.detect(row, 20).to_dict() == model.detect(row, 20).to_dict()
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o604], ids=oct)
+def test_save_model_keeps_file_mode(tmp_path, mode):
+    path = save_model(_trained(), tmp_path / "model.json")
+    path.chmod(mode)
+
+    save_model(_trained(requests=REQUESTS + 1), path)
+
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert load_model(path).training["requests"] == [int(r) + 1 for r in REQUESTS]
+
+
+def test_save_model_new_file_follows_umask(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        path = save_model(_trained(), tmp_path / "model.json")
+    finally:
+        os.umask(umask)
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_save_model_writes_through_symlink(tmp_path):
+    (tmp_path / "models").mkdir()
+    target = save_model(_trained(), tmp_path / "models" / "v1.json")
+    link = tmp_path / "model.json"
+    link.symlink_to(Path("models") / "v1.json")
+
+    save_model(_trained(requests=REQUESTS + 1), link)
+
+    assert link.is_symlink()
+    assert link.resolve() == target
+    assert load_model(target).training["requests"][0] == int(REQUESTS[0]) + 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["v1.json"]
 
 
 def test_model_of_other_version_names_both(tmp_path):

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import reprlib
+import stat
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -334,13 +335,26 @@ class Model:
 
 
 def save_model(model: Model, path: str | os.PathLike) -> Path:
-    """Write a model file, replacing ``path`` only once the file is whole."""
+    """Write a model file, replacing ``path`` only once the file is whole.
+
+    A symlink at ``path`` is resolved, so its target gets the new model and
+    the link stays. An existing file keeps its permission bits, and a new
+    one gets the umask's default.
+
+    NOTE: the owner and group are not kept, so a model that root rewrites
+    for another user becomes root's.
+    """
     path = Path(path)
     text = json.dumps(model.to_dict(), indent=2, allow_nan=False) + "\n"
-    tmp = path.with_name(path.name + ".tmp")
+    target = path.resolve()
+    tmp = target.with_name(target.name + ".tmp")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except FileNotFoundError:
+            mode = None
+        _write_new_file(tmp, text, mode)
+        os.replace(tmp, target)
     except OSError as exc:
         raise ModelError(
             f"output {path}: cannot write the model ({exc.strerror}); "
@@ -348,6 +362,22 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
         ) from None
     log.info("model written to %s", path)
     return path
+
+
+def _write_new_file(path: Path, text: str, mode: int | None) -> None:
+    """Create ``path`` afresh with permission bits ``mode`` and write ``text``.
+
+    With ``mode`` None, the umask sets the bits. Otherwise the file is
+    created with mode 0600 and gets ``mode`` before any text is written, so
+    no other user can open it early and read the model.
+    """
+    path.unlink(missing_ok=True)
+    create_mode = 0o666 if mode is None else 0o600
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, create_mode)
+    with os.fdopen(fd, "w") as file:
+        if mode is not None:
+            os.fchmod(file.fileno(), mode)
+        file.write(text)
 
 
 def load_model(path: str | os.PathLike) -> Model:
