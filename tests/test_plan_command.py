@@ -53,3 +53,14 @@ def test_plan_without_capabilities_names_them(tmp_path, monkeypatch, caplog):
     assert "grant cap_bpf,cap_perfmon" in warnings[0]
     assert "--no-sizes" in warnings[0]
 
+
+def test_plan_long_node_type_warns_of_prefix(tmp_path, capsys):
+    path = _model_file(tmp_path / "model.json", "postgres-autovacuum")
+
+    assert main(["plan", str(path), "--no-sizes"]) == 0
+
+    out = capsys.readouterr().out
+    assert "longer than 15 bytes" in out
+    assert "its prefix b'postgres-autova'" in out
+    assert "any other executable whose name starts with these 15 bytes" in out
+    assert "is counted as 'postgres-autovacuum' too" in out
