@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import stat
 import subprocess
 import sys
 
@@ -280,6 +281,20 @@ def test_monitor_stops_on_sigterm_while_waiting(tmp_path):
     assert returncode == 0, log
     assert "received SIGTERM; detaching" in log
     assert "stopped while waiting for trigger tcp:1" in log
+
+
+def test_plan_save_keeps_mode_and_symlink(tmp_path):
+    target = _model_file(tmp_path / "v1.json", lambda document: None)
+    target.chmod(0o600)
+    link = tmp_path / "model.json"
+    link.symlink_to(target.name)
+
+    result = run_syslrn("plan", str(link), "--save", "--no-sizes")
+
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert json.loads(target.read_text())["plan"]["programs"]
 
 
 def _parsers(parser, path="syslrn"):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +24,7 @@ from syslrn.model import (
     train_model,
 )
 from syslrn.model.rule import RULE
-from syslrn.trace import table_from_rows
+from syslrn.trace import table_from_rows, write_trace
 
 REQUESTS = np.array([10, 20, 30, 40, 50, 60, 70, 80], dtype=float)
 
@@ -270,6 +273,41 @@ def test_model_file_round_trip(tmp_path):
     assert loaded.detect(row, 20).to_dict() == model.detect(row, 20).to_dict()
 
 
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o604], ids=oct)
+def test_save_model_keeps_file_mode(tmp_path, mode):
+    path = save_model(_trained(), tmp_path / "model.json")
+    path.chmod(mode)
+
+    save_model(_trained(requests=REQUESTS + 1), path)
+
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert load_model(path).training["requests"] == [int(r) + 1 for r in REQUESTS]
+
+
+def test_save_model_new_file_follows_umask(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        path = save_model(_trained(), tmp_path / "model.json")
+    finally:
+        os.umask(umask)
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_save_model_writes_through_symlink(tmp_path):
+    (tmp_path / "models").mkdir()
+    target = save_model(_trained(), tmp_path / "models" / "v1.json")
+    link = tmp_path / "model.json"
+    link.symlink_to(Path("models") / "v1.json")
+
+    save_model(_trained(requests=REQUESTS + 1), link)
+
+    assert link.is_symlink()
+    assert link.resolve() == target
+    assert load_model(target).training["requests"][0] == int(REQUESTS[0]) + 1
+    assert sorted(p.name for p in target.parent.iterdir()) == ["v1.json"]
+
+
 def test_model_of_other_version_names_both(tmp_path):
     document = _trained().to_dict()
     document["schema_version"] = 7
@@ -280,20 +318,86 @@ def test_model_of_other_version_names_both(tmp_path):
         load_model(path)
 
 
+def _model_text_without(key):
+    document = _trained().to_dict()
+    del document[key]
+    return json.dumps(document)
+
+
+GIVE_MODEL = "give a model file written by syslrn train"
+RETRAIN = "train the model again"
+
+
 @pytest.mark.parametrize(
-    "text, message",
+    "text, messages",
     [
-        ("{not json", "not valid JSON"),
-        ('{"format": "other"}', "not a syslrn model"),
-        ('{"format": "syslrn-model", "schema_version": 1}', "model lacks keys"),
+        ("{not json", ["not valid JSON", "corrupt or not a model", GIVE_MODEL]),
+        ('{"format": "other"}', ["not a syslrn model file", GIVE_MODEL]),
+        (
+            '{"format": "syslrn-model"}',
+            ["no schema_version key", "reads version 1", f"{RETRAIN} with this"],
+        ),
+        (
+            '{"format": "syslrn-model", "schema_version": 1}',
+            ["model lacks keys", "the file is corrupt", RETRAIN],
+        ),
+        (
+            _model_text_without("features"),
+            ["lacks keys ['features']", "corrupt", RETRAIN],
+        ),
+        (
+            _model_text_without("training"),
+            ["lacks keys ['training']", "corrupt", RETRAIN],
+        ),
+    ],
+    ids=[
+        "not-json",
+        "other-format",
+        "no-version",
+        "no-keys",
+        "no-features",
+        "no-training",
     ],
 )
-def test_invalid_model_files(tmp_path, text, message):
+def test_invalid_model_files(tmp_path, text, messages):
     path = tmp_path / "bad.json"
     path.write_text(text)
 
-    with pytest.raises(ModelError, match=message):
+    with pytest.raises(ModelError) as error:
         load_model(path)
+    assert str(error.value).startswith(f"{path}: ")
+    for message in messages:
+        assert message in str(error.value)
+
+
+def test_trace_given_as_model(tmp_path):
+    row = {"ts_ns": 1, "host": "h", "kind": "exec", "pid": 2, "start_ns": 1}
+    path = write_trace(tmp_path / "run.parquet", table_from_rows([row]), {})
+
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert "Parquet trace file, not a model" in str(error.value)
+    assert "syslrn train TRACE... -o model.json" in str(error.value)
+
+
+def test_binary_file_given_as_model(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"\x00\xb0\xff")
+
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert "not a text file" in str(error.value)
+    assert GIVE_MODEL in str(error.value)
+
+
+def test_directory_given_as_model(tmp_path):
+    with pytest.raises(ModelError) as error:
+        load_model(tmp_path)
+    assert str(error.value).startswith(f"{tmp_path}: ")
+    assert "cannot read the model file (Is a directory)" in str(error.value)
+    assert "give a readable model file" in str(error.value)
 
 
 def test_model_with_bad_feature_is_rejected(tmp_path):
@@ -331,6 +435,14 @@ def _repeat_feature(document):
         (lambda d: d["embedding"].update(params=[1]), "params=[1] is not an object"),
         (lambda d: d.update(training="abc"), "training='abc' is not an object"),
         (
+            lambda d: d["features"].append({"slope": 1}),
+            "a features entry has no name, so the file is corrupt",
+        ),
+        (
+            lambda d: d.update(model="linear"),
+            "model must be an object with a name, so the file is corrupt",
+        ),
+        (
             lambda d: d["training"].update(fixed_requests="many"),
             "training.fixed_requests='many' is not a whole number",
         ),
@@ -362,6 +474,8 @@ def _repeat_feature(document):
         "text-plan",
         "list-params",
         "text-training",
+        "nameless-feature",
+        "text-model",
         "text-fixed-requests",
         "text-in-requests",
         "negative-quiet-gap",
@@ -379,6 +493,54 @@ def test_hand_edited_model_file_rejected(tmp_path, edit, message):
         load_model(path)
     assert str(error.value).startswith(f"{path}: ")
     assert message in str(error.value)
+    assert RETRAIN in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("slope", 1e308),
+        ("slope", -(2.0**53) - 2),
+        ("intercept", -1e300),
+        ("tolerance", 2.0**60),
+    ],
+)
+def test_huge_coefficient_rejected(tmp_path, key, value):
+    document = _trained().to_dict()
+    _edit_kept(document, **{key: value})
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(document))
+
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    assert str(error.value).startswith(f"{path}: feature count:worker: {key}=")
+    assert "exceeds 2**53 in magnitude" in str(error.value)
+    assert RETRAIN in str(error.value)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_coefficient_rejected(tmp_path, literal):
+    document = _trained().to_dict()
+    _edit_kept(document, slope="SLOPE")
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps(document).replace('"SLOPE"', literal))
+
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    assert "feature count:worker: slope=" in str(error.value)
+    assert "is not a number" in str(error.value)
+
+
+def test_coefficients_at_bound_accepted(tmp_path):
+    document = _trained().to_dict()
+    _edit_kept(document, slope=2.0**53, intercept=-(2.0**53), tolerance=2.0**53)
+    path = tmp_path / "bound.json"
+    path.write_text(json.dumps(document))
+
+    model = load_model(path)
+    expected = model.expected(2**32)["count:worker"]
+    assert np.isfinite(expected)
+    assert expected == 2.0**53 * 2**32 - 2.0**53
 
 
 def test_zero_tolerance_is_valid(tmp_path):
@@ -392,8 +554,11 @@ def test_zero_tolerance_is_valid(tmp_path):
 
 
 def test_missing_model_file(tmp_path):
-    with pytest.raises(ModelError, match="model file not found"):
-        load_model(tmp_path / "none.json")
+    path = tmp_path / "none.json"
+    with pytest.raises(ModelError) as error:
+        load_model(path)
+    assert str(error.value).startswith(f"{path}: model file not found")
+    assert f"syslrn train TRACE... -o {path}" in str(error.value)
 
 
 def test_degenerate_model_notes_other_request_counts():
@@ -464,5 +629,7 @@ def test_model_from_dict_rejects_unknown_rule():
     document = _trained().to_dict()
     document["detection"]["rule"] = "majority-vote"
 
-    with pytest.raises(ModelError, match="detection rule 'majority-vote' is unknown"):
+    with pytest.raises(ModelError) as error:
         Model.from_dict(document)
+    assert "detection rule 'majority-vote' is unknown" in str(error.value)
+    assert f"set the rule to it or {RETRAIN}" in str(error.value)

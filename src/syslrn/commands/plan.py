@@ -90,8 +90,15 @@ def run(args: argparse.Namespace) -> int:
     )
     sizes = recorder = None
     if not args.no_sizes:
-        if missing_capabilities():
-            log.warning("not root: program sizes need loading the programs; skipped")
+        missing = missing_capabilities()
+        if missing:
+            log.warning(
+                "missing capability %s: measuring program sizes needs loading the "
+                "programs, so sizes are skipped; run syslrn plan as root with these "
+                "capabilities or grant cap_bpf,cap_perfmon, or pass --no-sizes to "
+                "plan without sizes",
+                " and ".join(missing),
+            )
         else:
             from syslrn.monitor.sizes import planned_sizes, recorder_sizes
 

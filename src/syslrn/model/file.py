@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import reprlib
+import stat
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,17 @@ MODEL_SCHEMA_VERSION = 1
 
 #: Advice in error messages for a value that a hand edit broke.
 _RETRAIN = "train the model again"
+
+#: Advice in error messages for a file that is not a model of this version.
+_GIVE_OR_RETRAIN = "give a model file written by syslrn train, or train the model again"
+
+#: The first bytes of every Parquet file, and so of every trace.
+_PARQUET_MAGIC = b"PAR1"
+
+#: Max magnitude of a slope, intercept or tolerance. A feature counts
+#: processes or edges, so larger values are meaningless, and above 2**53 a
+#: float64 cannot represent every integer.
+MAX_COEFFICIENT = 2**53
 
 _TOP_KEYS = (
     "embedding",
@@ -91,12 +103,14 @@ class FeatureEntry:
         Raises
         ------
         ModelError
-            A key is missing or mistyped, or the tolerance is negative. The
-            message names ``source`` and the feature.
+            A key is missing or mistyped, a coefficient is not finite or
+            exceeds :data:`MAX_COEFFICIENT` in magnitude, or the tolerance is
+            negative. The message names ``source`` and the feature.
         """
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise ModelError(
-                f"{source}: a features entry has no name; the file is corrupt"
+                f"{source}: a features entry has no name, so the file is corrupt; "
+                f"correct it in the file or {_RETRAIN}"
             )
         name = entry["name"]
         where = f"{source}: feature {name}"
@@ -104,6 +118,15 @@ class FeatureEntry:
             key: _check_field(entry.get(key), f"{where}: {key}", _is_number, "a number")
             for key in ("slope", "intercept", "tolerance")
         }
+        # An expected value is slope * requests + intercept, so a huge
+        # coefficient would overflow to infinity, which JSON cannot carry.
+        for key, value in numbers.items():
+            if abs(value) > MAX_COEFFICIENT:
+                raise ModelError(
+                    f"{where}: {key}={value!r} exceeds 2**53 in magnitude, which "
+                    "no count of processes or edges reaches; correct it in the "
+                    f"file or {_RETRAIN}"
+                )
         # The detection rule flags |deviation| > tolerance, so a negative
         # tolerance would flag every run, even one that matches exactly.
         if numbers["tolerance"] < 0:
@@ -244,23 +267,31 @@ class Model:
         ------
         ModelError
             The document is not a syslrn model, is of another schema
-            version, lacks or mistypes a key, lists a feature twice or gives
-            one a negative tolerance. The message names ``source``.
+            version, lacks or mistypes a key, lists a feature twice, or gives
+            one a coefficient out of range or a negative tolerance. The
+            message names ``source``.
         """
         if not isinstance(document, dict) or document.get("format") != MODEL_FORMAT:
             raise ModelError(
-                f'{source}: not a syslrn model file (no "format": "{MODEL_FORMAT}")'
+                f'{source}: not a syslrn model file (no "format": "{MODEL_FORMAT}"); '
+                "give a model file written by syslrn train"
             )
-        version = document.get("schema_version")
+        if "schema_version" not in document:
+            raise ModelError(
+                f"{source}: model has no schema_version key, and this syslrn reads "
+                f"version {MODEL_SCHEMA_VERSION}; {_RETRAIN} with this version"
+            )
+        version = document["schema_version"]
         if version != MODEL_SCHEMA_VERSION:
             raise ModelError(
-                f"{source}: model schema version {version}, this syslrn reads version "
-                f"{MODEL_SCHEMA_VERSION}; train the model again with this version"
+                f"{source}: model schema version {version!r}, this syslrn reads "
+                f"version {MODEL_SCHEMA_VERSION}; {_RETRAIN} with this version"
             )
         missing = [key for key in _TOP_KEYS if key not in document]
         if missing:
             raise ModelError(
-                f"{source}: model lacks keys {missing}; the file is corrupt"
+                f"{source}: model lacks keys {missing}, so the file is corrupt or "
+                f"cut short; {_GIVE_OR_RETRAIN}"
             )
         parts = {
             key: _check_part(document[key], f"{source}: {key}")
@@ -272,8 +303,8 @@ class Model:
         rule = detection.get("rule")
         if rule != RULE:
             raise ModelError(
-                f"{source}: detection rule {rule!r} is unknown; this "
-                f"syslrn applies {RULE!r}"
+                f"{source}: detection rule {rule!r} is unknown; this syslrn applies "
+                f"{RULE!r}, so set the rule to it or {_RETRAIN} with this version"
             )
         features = _check_field(
             document["features"], f"{source}: features", _is_list, "a list"
@@ -304,13 +335,26 @@ class Model:
 
 
 def save_model(model: Model, path: str | os.PathLike) -> Path:
-    """Write a model file, replacing ``path`` only once the file is whole."""
+    """Write a model file, replacing ``path`` only once the file is whole.
+
+    A symlink at ``path`` is resolved, so its target gets the new model and
+    the link stays. An existing file keeps its permission bits, and a new
+    one gets the umask's default.
+
+    NOTE: the owner and group are not kept, so a model that root rewrites
+    for another user becomes root's.
+    """
     path = Path(path)
     text = json.dumps(model.to_dict(), indent=2, allow_nan=False) + "\n"
-    tmp = path.with_name(path.name + ".tmp")
+    target = path.resolve()
+    tmp = target.with_name(target.name + ".tmp")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except FileNotFoundError:
+            mode = None
+        _write_new_file(tmp, text, mode)
+        os.replace(tmp, target)
     except OSError as exc:
         raise ModelError(
             f"output {path}: cannot write the model ({exc.strerror}); "
@@ -320,28 +364,65 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
     return path
 
 
+def _write_new_file(path: Path, text: str, mode: int | None) -> None:
+    """Create ``path`` afresh with permission bits ``mode`` and write ``text``.
+
+    With ``mode`` None, the umask sets the bits. Otherwise the file is
+    created with mode 0600 and gets ``mode`` before any text is written, so
+    no other user can open it early and read the model.
+    """
+    path.unlink(missing_ok=True)
+    create_mode = 0o666 if mode is None else 0o600
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, create_mode)
+    with os.fdopen(fd, "w") as file:
+        if mode is not None:
+            os.fchmod(file.fileno(), mode)
+        file.write(text)
+
+
 def load_model(path: str | os.PathLike) -> Model:
     """Read and check a model file.
 
     Raises
     ------
     ModelError
-        The file is missing, not JSON, or not a valid model of this schema
-        version. The message names the file.
+        The file is missing, unreadable, a Parquet trace, not JSON, or not a
+        valid model of this schema version. The message names the file and
+        says what to give instead.
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise ModelError(f"{path}: model file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: cannot read the model file ({exc})") from None
+        raise ModelError(
+            f"{path}: model file not found; check the path, or make a model with "
+            f"syslrn train TRACE... -o {path}"
+        ) from None
+    except OSError as exc:
+        raise ModelError(
+            f"{path}: cannot read the model file ({exc.strerror}); give a readable "
+            "model file written by syslrn train"
+        ) from None
+
+    if data.startswith(_PARQUET_MAGIC):
+        raise ModelError(
+            f"{path}: this is a Parquet trace file, not a model; make a model from "
+            "traces with syslrn train TRACE... -o model.json"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(
+            f"{path}: not a text file ({exc}), so not a model file; {_GIVE_OR_RETRAIN}"
+        ) from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelError(
-            f"{path}: not valid JSON ({exc}); the file is corrupt"
+            f"{path}: not valid JSON ({exc}), so the file is corrupt or not a "
+            f"model; {_GIVE_OR_RETRAIN}"
         ) from None
+
     return Model.from_dict(document, source=str(path))
 
 
@@ -382,7 +463,10 @@ def _check_optional(
 def _check_part(value: Any, where: str) -> dict[str, Any]:
     """Check an ``{"name": ..., "params": {...}}`` object and return a copy."""
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-        raise ModelError(f"{where} must be an object with a name; the file is corrupt")
+        raise ModelError(
+            f"{where} must be an object with a name, so the file is corrupt; "
+            f"correct it in the file or {_RETRAIN}"
+        )
     params = _check_optional(
         value.get("params"), f"{where}: params", _is_object, "an object"
     )

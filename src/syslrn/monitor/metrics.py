@@ -18,9 +18,16 @@ def parse_address(text: str) -> tuple[str, int]:
     if not sep:
         host, port = "127.0.0.1", text
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) < 65536:
+
+    # isdigit() alone accepts digits such as "²" that int() rejects.
+    if not (port.isascii() and port.isdigit()):
         raise SyslrnError(
             f"invalid --metrics {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9464"
+        )
+    if not 0 < int(port) < 65536:
+        raise SyslrnError(
+            f"invalid --metrics {text!r}: port {int(port)} is out of range "
+            "1..65535; give a port in that range, e.g. 127.0.0.1:9464"
         )
     return host, int(port)
 

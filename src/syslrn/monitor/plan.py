@@ -195,7 +195,8 @@ def make_plan(model: dict[str, Any]) -> MonitorPlan:
         if raw != name.encode("utf-8", errors="surrogateescape"):
             warnings.append(
                 f"node type {name!r} is longer than {COMM_MAX} bytes; the kernel "
-                f"matches it by its prefix {raw!r}"
+                f"matches it by its prefix {raw!r}, so any other executable whose "
+                f"name starts with these {COMM_MAX} bytes is counted as {name!r} too"
             )
         if "\ufffd" in name:
             # Traces decode a comm that is not valid UTF-8 with U+FFFD, so
