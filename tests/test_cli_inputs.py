@@ -262,6 +262,17 @@ def test_monitor_unix_trigger_error_explains_name(tmp_path):
     assert "the name the service bound, as /proc/net/unix shows it" in result.stderr
 
 
+def test_monitor_checks_metrics_address_first(tmp_path):
+    # Nothing listens on port 1, so a late check would report that instead.
+    model = _model_file(tmp_path / "m.json", lambda document: None)
+    result = run_syslrn(
+        "monitor", str(model), "--trigger", "tcp:1", "--metrics", "127.0.0.1:99999"
+    )
+    assert result.returncode == 2
+    assert "port 99999 is out of range 1..65535" in result.stderr
+    assert "nothing listens" not in result.stderr
+
+
 def test_monitor_stops_on_sigterm_while_waiting(tmp_path):
     model = _model_file(tmp_path / "m.json", lambda document: None)
     command = [*SYSLRN, "monitor", str(model), "--trigger", "tcp:1"]

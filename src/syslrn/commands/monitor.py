@@ -14,7 +14,7 @@ from syslrn.collect.trigger import parse_trigger
 from syslrn.commands._argtypes import positive_seconds, trigger_text
 from syslrn.commands.plan import load_planned_model
 from syslrn.errors import SyslrnError
-from syslrn.monitor.metrics import MonitorMetrics
+from syslrn.monitor.metrics import MonitorMetrics, parse_address
 from syslrn.monitor.online import AlertWriter, Monitor
 from syslrn.text import format_count
 
@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger(name).setLevel(logging.INFO)
     model, _ = load_planned_model(args.model)
     trigger = parse_trigger(args.trigger)
+    # Checked now, not only when the server starts after attach.
+    if args.metrics:
+        parse_address(args.metrics)
     trained_on = model.training.get("trigger")
     if trained_on is not None and parse_trigger(trained_on) != trigger:
         log.warning(
