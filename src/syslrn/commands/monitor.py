@@ -12,6 +12,7 @@ from typing import TextIO
 
 from syslrn.collect.trigger import parse_trigger
 from syslrn.commands._argtypes import positive_seconds, trigger_text
+from syslrn.commands._signals import StopOnSignals
 from syslrn.commands.plan import load_planned_model
 from syslrn.errors import SyslrnError
 from syslrn.monitor.metrics import MonitorMetrics, parse_address
@@ -132,32 +133,32 @@ def run(args: argparse.Namespace) -> int:
 
     monitor.on_verdict = on_verdict
     stop = threading.Event()
+    with StopOnSignals(stop, _log_signal):
+        try:
+            if not monitor.wait_for_trigger(args.wait_for_trigger, stop):
+                return 0
+            if metrics is not None:
+                metrics.serve(args.metrics)
+            if args.duration is not None:
+                # Event.wait rejects a timeout over TIMEOUT_MAX (about 292
+                # years on Linux), which is as good as no timeout.
+                duration = min(args.duration, threading.TIMEOUT_MAX)
+                timer = threading.Timer(duration, stop.set)
+                timer.daemon = True
+                timer.start()
+            verdicts = monitor.run(stop)
+        finally:
+            _close_alerts(alerts, args.alerts, write_failed)
 
-    def on_signal(signum, _frame):
-        log.info("received %s; detaching", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    try:
-        if not monitor.wait_for_trigger(args.wait_for_trigger, stop):
-            return 0
-        if metrics is not None:
-            metrics.serve(args.metrics)
-        if args.duration is not None:
-            # Event.wait rejects a timeout over TIMEOUT_MAX (about 292 years
-            # on Linux), which is as good as no timeout.
-            timer = threading.Timer(min(args.duration, threading.TIMEOUT_MAX), stop.set)
-            timer.daemon = True
-            timer.start()
-        verdicts = monitor.run(stop)
-    finally:
-        _close_alerts(alerts, args.alerts, write_failed)
     anomalies = sum(1 for v in verdicts if v.anomalous)
     windows = format_count(len(verdicts), "window")
     lost = f", {monitor.lost} lost" if monitor.lost else ""
     print(f"syslrn: {windows}, {anomalies} anomalous{lost}", file=sys.stderr)
     return 0
+
+
+def _log_signal(signum: int) -> None:
+    log.info("received %s; detaching", signal.Signals(signum).name)
 
 
 def _write_alert(writer: AlertWriter, verdict, path: str | None) -> None:

@@ -16,6 +16,7 @@ import time
 from syslrn.collect.recorder import DEFAULT_RINGBUF_BYTES, Recorder
 from syslrn.collect.trigger import is_listening, parse_trigger
 from syslrn.commands._argtypes import positive_seconds, trigger_text
+from syslrn.commands._signals import StopOnSignals
 from syslrn.errors import SyslrnError
 from syslrn.text import format_count
 from syslrn.trace.io import check_new_output
@@ -127,20 +128,8 @@ def run(args: argparse.Namespace) -> int:
         ringbuf_bytes=args.ringbuf_size << 20,
     )
     stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum, _frame):
-        received.append(signum)
-        stop.set()
-
-    previous = {
-        sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        return _record(recorder, command, args.duration, stop, received)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with StopOnSignals(stop) as signals:
+        return _record(recorder, command, args.duration, stop, signals.received)
 
 
 def _record(recorder, command, duration, stop, received) -> int:
