@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from learn_workloads import write_shell_run
+from syslrn import cli
 from syslrn.cli import build_parser
 from syslrn.model import FeatureEntry, Model
 from syslrn.trace import read_trace, table_from_rows, write_trace
@@ -306,6 +307,18 @@ def test_plan_save_keeps_mode_and_symlink(tmp_path):
     assert link.is_symlink()
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert json.loads(target.read_text())["plan"]["programs"]
+
+
+def test_interrupt_while_importing_command(monkeypatch, capsys):
+    # Ctrl-C lands in the command module's import, inside build_parser,
+    # often enough at start-up; a subprocess cannot time it reliably.
+    def interrupted(command=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+
+    assert cli.main(["monitor", "m.json"]) == 130
+    assert capsys.readouterr().err == "syslrn: interrupted\n"
 
 
 def _parsers(parser, path="syslrn"):

@@ -370,6 +370,42 @@ def test_sigint_leaves_complete_trace(tmp_path):
     assert any(name.endswith("/touch") for name in filenames)
 
 
+def test_sigint_logged_without_verbose(tmp_path):
+    path = tmp_path / "stopped.parquet"
+    proc = subprocess.Popen(
+        [*SYSLRN, "record", "-o", str(path)], stderr=subprocess.PIPE, text=True
+    )
+    # The journal appears once the recorder runs, within about a second.
+    deadline = time.monotonic() + 30
+    while not journal_path(path).exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "the recorder never wrote its journal"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 0, stderr
+    assert "stopped by SIGINT" in stderr
+    assert read_trace(path).meta["complete"] is True
+
+
+def test_duration_stops_command(tmp_path):
+    path = tmp_path / "timed.parquet"
+    result = subprocess.run(
+        [*SYSLRN, "record", "-o", str(path), "--duration", "1", "--", "sleep", "60"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "at the end of --duration" in result.stderr
+    trace = read_trace(path)
+    assert trace.meta["complete"] is True
+    # The command was stopped, not left to end by itself.
+    assert trace.meta["command_status"] == -signal.SIGTERM
+
+
 def test_sigkill_leaves_readable_journal(tmp_path):
     path = tmp_path / "killed.parquet"
     marker = tmp_path / "started"

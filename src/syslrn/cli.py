@@ -89,10 +89,12 @@ def _command_of(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(_command_of(argv))
-    args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
     try:
+        # Inside the try: building the parser imports the command's module,
+        # which takes long enough for a Ctrl-C to land there.
+        parser = build_parser(_command_of(argv))
+        args = parser.parse_args(argv)
+        _configure_logging(args.verbose)
         return int(args.func(args) or 0)
     except SyslrnError as exc:
         print(f"syslrn: error: {exc}", file=sys.stderr)

@@ -64,7 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--duration",
         type=positive_seconds,
         metavar="SECONDS",
-        help="stop after this many seconds (with COMMAND: whichever ends first)",
+        help=(
+            "stop after this many seconds; with COMMAND, whichever ends first, "
+            "and a command still running then gets SIGTERM"
+        ),
     )
     parser.add_argument(
         "--trigger",
@@ -103,6 +106,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The line that names the signal or deadline that ended a recording
+    # shows without -v.
+    if args.verbose == 0:
+        log.setLevel(logging.INFO)
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -136,6 +143,7 @@ def _record(recorder, command, duration, stop, received) -> int:
     recorder.start()
     status = 0
     proc = None
+    timed_out = False
     try:
         if command:
             recorder.extra_meta["command"] = command
@@ -151,15 +159,23 @@ def _record(recorder, command, duration, stop, received) -> int:
             if proc is not None and proc.poll() is not None:
                 break
             if deadline is not None and time.monotonic() >= deadline:
+                timed_out = True
                 break
             stop.wait(0.05)
         if proc is not None:
-            status = _finish_command(proc, stopped=stop.is_set())
+            # At the deadline, the command is stopped as at a signal, and
+            # the recording has ended as requested, so the exit status is 0.
+            # The trace keeps the command's own status.
+            status = _finish_command(proc, stopped=stop.is_set() or timed_out)
             recorder.extra_meta["command_status"] = proc.returncode
+            if timed_out:
+                status = 0
     finally:
         meta = recorder.stop()
     if received:
         log.info("stopped by %s", signal.Signals(received[0]).name)
+    elif timed_out and proc is not None:
+        log.info("stopped command pid %d at the end of --duration", proc.pid)
     _report(meta, recorder.output)
     return status
 
