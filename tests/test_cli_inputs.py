@@ -291,7 +291,7 @@ def test_monitor_stops_on_sigterm_while_waiting(tmp_path):
     log = monitor.stderr.read()
     monitor.stderr.close()
     assert returncode == 0, log
-    assert "received SIGTERM; detaching" in log
+    assert "received SIGTERM; stopping" in log
     assert "stopped while waiting for trigger tcp:1" in log
 
 

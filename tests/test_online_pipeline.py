@@ -315,7 +315,7 @@ def test_monitor_cli_stops_on_sigterm(server, model_path, tmp_path):
     assert returncode == 0, log
     assert "loaded 6 programs" in log
     assert "window 1 closed: 3 requests, normal" in log
-    assert "received SIGTERM; detaching" in log
+    assert "received SIGTERM; stopping" in log
     assert "detached the monitor programs" in log
     assert "monitor stopped after 1 window judged, 0 lost" in log
     assert "syslrn: 1 window, 0 anomalous" in log
@@ -399,7 +399,7 @@ def test_monitor_metrics_count_lost_windows_requests(server, model_path):
     monitor = Monitor(model, parse_trigger(server.trigger), quiet_s=0.3, poll_s=5.0)
 
     def on_verdict(verdict):
-        total = monitor.probes.state().total_requests
+        total = monitor.total_requests
         metrics.update(verdict, lost_windows=monitor.lost, requests_total=total)
 
     monitor.on_verdict = on_verdict

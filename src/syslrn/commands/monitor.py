@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
-from typing import TextIO
 
 from syslrn.collect.trigger import parse_trigger
 from syslrn.commands._argtypes import positive_seconds, trigger_text
 from syslrn.commands._signals import StopOnSignals
 from syslrn.commands.plan import load_planned_model
-from syslrn.errors import SyslrnError
+from syslrn.monitor.alerts import AlertWriter
 from syslrn.monitor.metrics import MonitorMetrics, parse_address
-from syslrn.monitor.online import AlertWriter, Monitor
+from syslrn.monitor.online import Monitor
 from syslrn.text import format_count
 
 log = logging.getLogger(__name__)
@@ -102,33 +100,20 @@ def run(args: argparse.Namespace) -> int:
             trained_on,
             trigger,
         )
-    # Closed in the finally below; the stream outlives any with-block here.
-    try:
-        alerts = open(args.alerts, "a") if args.alerts else sys.stdout  # noqa: SIM115
-    except OSError as exc:
-        raise SyslrnError(
-            f"cannot open --alerts {args.alerts}: {exc.strerror}; give a writable file"
-        ) from None
-    writer = AlertWriter(alerts, sys.stderr, all_windows=args.all_windows)
-    metrics = MonitorMetrics() if args.metrics else None
     monitor = Monitor(model, trigger, quiet_s=args.quiet)
+    metrics = MonitorMetrics() if args.metrics else None
+    # Closed in the finally below.
+    alerts = AlertWriter(args.alerts, all_windows=args.all_windows)
     log.info("model %s, trigger %s", args.model, trigger)
 
-    write_failed = False
-
     def on_verdict(verdict):
-        nonlocal write_failed
-        try:
-            _write_alert(writer, verdict, args.alerts)
-        except SyslrnError:
-            write_failed = True
-            raise
+        alerts(verdict)
         if metrics is not None:
             metrics.update(
                 verdict,
                 lost=sum(monitor.probes.errors().values()),
                 lost_windows=monitor.lost,
-                requests_total=monitor.probes.state().total_requests,
+                requests_total=monitor.total_requests,
             )
 
     monitor.on_verdict = on_verdict
@@ -148,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
                 timer.start()
             verdicts = monitor.run(stop)
         finally:
-            _close_alerts(alerts, args.alerts, write_failed)
+            alerts.close()
 
     anomalies = sum(1 for v in verdicts if v.anomalous)
     windows = format_count(len(verdicts), "window")
@@ -158,44 +143,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _log_signal(signum: int) -> None:
-    log.info("received %s; detaching", signal.Signals(signum).name)
-
-
-def _write_alert(writer: AlertWriter, verdict, path: str | None) -> None:
-    """Write a verdict, or raise SyslrnError if its alert cannot be written.
-
-    The error stops the monitor, because a monitor that loses its alerts
-    must not look healthy.
-    """
-    try:
-        writer(verdict)
-    except BrokenPipeError:
-        # Python would report the pipe again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SyslrnError(
-            f"cannot write window {verdict.window.epoch}'s alert: the reader of "
-            "stdout closed it; the monitor stopped, so keep the reader running "
-            "or pass --alerts FILE",
-            exit_code=1,
-        ) from None
-    except OSError as exc:
-        target = f"--alerts {path}" if path else "stdout"
-        raise SyslrnError(
-            f"cannot write window {verdict.window.epoch}'s alert to {target}: "
-            f"{exc.strerror}; the monitor stopped, so make room or give another "
-            "--alerts FILE",
-            exit_code=1,
-        ) from None
-
-
-def _close_alerts(alerts: TextIO, path: str | None, write_failed: bool) -> None:
-    """Close the --alerts file, and log a failure to flush it. After a failed
-    write, the close fails on the same buffered line, which has been
-    reported already."""
-    if alerts is sys.stdout:
-        return
-    try:
-        alerts.close()
-    except OSError as exc:
-        if not write_failed:
-            log.error("cannot close --alerts %s: %s", path, exc.strerror)
+    log.info("received %s; stopping", signal.Signals(signum).name)

@@ -7,13 +7,12 @@ closed, that is once the quiet time has passed after its last request.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 from syslrn.collect.clock import boottime_ns
 from syslrn.collect.trigger import TRIGGER_UNIX, Trigger, is_listening
@@ -146,6 +145,11 @@ class Monitor:
         self._judged = 0
         #: Windows that closed and were overwritten before a poll read them.
         self.lost = 0
+        #: Requests counted at the trigger, lost windows' included, as of
+        #: the last poll. on_verdict reads it, because a fresh read of the
+        #: state in the middle of a poll would change the snapshot that the
+        #: poll's next window is read from.
+        self.total_requests = 0
         self.started = threading.Event()
 
     def wait_for_trigger(
@@ -183,6 +187,9 @@ class Monitor:
 
     def run(self, stop: threading.Event) -> list[Verdict]:
         """Monitor until ``stop`` is set; judge every window that closed."""
+        if stop.is_set():
+            log.info("stopped before loading the programs")
+            return self.verdicts
         self.probes.load()
         log.info(
             "monitoring %s: %s, quiet time %.2f s, programs %s",
@@ -212,6 +219,7 @@ class Monitor:
         # state as later than now, and its window as open.
         now = boottime_ns()
         state = self.probes.state()
+        self.total_requests = state.total_requests
         closed = state.epoch
         if state.epoch and now - state.current.last_request_ns <= self.probes.quiet_ns:
             closed -= 1
@@ -264,18 +272,3 @@ class Monitor:
             "anomalous" if verdict.anomalous else "normal",
         )
         self.on_verdict(verdict)
-
-
-class AlertWriter:
-    """Write anomalous verdicts as JSON lines, and a human line to stderr."""
-
-    def __init__(self, stream: TextIO, human: TextIO, all_windows: bool = False):
-        self.stream = stream
-        self.human = human
-        self.all_windows = all_windows
-
-    def __call__(self, verdict: Verdict) -> None:
-        print(verdict.human(), file=self.human, flush=True)
-        if verdict.anomalous or self.all_windows:
-            self.stream.write(json.dumps(verdict.to_dict()) + "\n")
-            self.stream.flush()
