@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -404,6 +405,27 @@ def test_duration_stops_command(tmp_path):
     assert trace.meta["complete"] is True
     # The command was stopped, not left to end by itself.
     assert trace.meta["command_status"] == -signal.SIGTERM
+
+
+def test_interactive_command_reads_terminal(tmp_path):
+    # script(1) runs the recording on a pseudo-terminal of its own, as a
+    # login shell would. The command in its own process group must get the
+    # terminal, or the kernel stops it at its first read.
+    path = tmp_path / "tty.parquet"
+    record = [*SYSLRN, "record", "-o", str(path), "--", "head", "-c", "3"]
+    result = subprocess.run(
+        ["script", "-qec", shlex.join(record), "/dev/null"],
+        input="abc\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "recorded" in result.stdout
+    trace = read_trace(path)
+    assert trace.meta["complete"] is True
+    assert trace.meta["command_status"] == 0
 
 
 def test_sigkill_leaves_readable_journal(tmp_path):

@@ -144,6 +144,7 @@ def _record(recorder, command, duration, stop, received) -> int:
     status = 0
     proc = None
     timed_out = False
+    terminal = None
     try:
         if command:
             recorder.extra_meta["command"] = command
@@ -154,6 +155,7 @@ def _record(recorder, command, duration, stop, received) -> int:
             except OSError as exc:
                 raise SyslrnError(f"cannot run {command[0]}: {exc.strerror}") from None
             recorder.extra_meta["command_pid"] = proc.pid
+            terminal = _hand_terminal(proc.pid)
         deadline = None if duration is None else time.monotonic() + duration
         while not stop.is_set():
             if proc is not None and proc.poll() is not None:
@@ -171,6 +173,8 @@ def _record(recorder, command, duration, stop, received) -> int:
             if timed_out:
                 status = 0
     finally:
+        if terminal is not None:
+            _take_terminal(terminal)
         meta = recorder.stop()
     if received:
         log.info("stopped by %s", signal.Signals(received[0]).name)
@@ -178,6 +182,41 @@ def _record(recorder, command, duration, stop, received) -> int:
         log.info("stopped command pid %d at the end of --duration", proc.pid)
     _report(meta, recorder.output)
     return status
+
+
+def _hand_terminal(pgid: int) -> int | None:
+    """Make process group ``pgid`` the foreground group of syslrn's
+    terminal, if syslrn's own group has it; return the terminal's fd.
+
+    The command runs in a process group of its own, and the kernel stops a
+    background group that reads its terminal (SIGTTIN). An interactive
+    command would wait forever, and the recording with it.
+    """
+    try:
+        fd = sys.stdin.fileno()
+        if not os.isatty(fd) or os.tcgetpgrp(fd) != os.getpgrp():
+            return None
+        os.tcsetpgrp(fd, pgid)
+    except (OSError, ValueError):
+        return None
+    # The command may have read the terminal, and been stopped, before
+    # its group had it.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGCONT)
+    return fd
+
+
+def _take_terminal(fd: int) -> None:
+    """Give the terminal back to syslrn's process group."""
+    # A background group that sets the foreground group gets SIGTTOU,
+    # which would stop syslrn.
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(fd, os.getpgrp())
+    except OSError as exc:
+        log.warning("cannot take the terminal back from the command: %s", exc)
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
 
 
 def _finish_command(proc: subprocess.Popen, stopped: bool) -> int:
