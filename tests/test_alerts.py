@@ -12,31 +12,15 @@ import textwrap
 
 import pytest
 
+from hand_models import count_model
 from syslrn.errors import SyslrnError
-from syslrn.model import FeatureEntry, Model
 from syslrn.monitor.alerts import AlertWriter
 from syslrn.monitor.kernel import WindowFeatures
 from syslrn.monitor.online import Verdict
 
 
 def _verdict(epoch: int, count: int = 8) -> Verdict:
-    model = Model(
-        embedding={"name": "bag-of-nodes", "params": {}},
-        model={"name": "linear", "params": {}},
-        features=[
-            FeatureEntry(
-                name="count:worker",
-                node_type="worker",
-                stat="count",
-                kept=True,
-                r2=1.0,
-                slope=2.0,
-                intercept=0.0,
-                tolerance=1.0,
-            )
-        ],
-        training={"runs": 3, "requests": [4, 8, 12]},
-    )
+    model = count_model("worker")
     window = WindowFeatures(
         epoch=epoch,
         open_ns=epoch * 10**9,

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
+from hand_models import count_model
 from learn_workloads import write_shell_run
 from syslrn import cli
 from syslrn.cli import build_parser
-from syslrn.model import FeatureEntry, Model
 from syslrn.trace import read_trace, table_from_rows, write_trace
 
 SYSLRN = [sys.executable, "-m", "syslrn"]
@@ -135,23 +135,7 @@ def test_train_refuses_to_overwrite_input(tmp_path):
 
 
 def _model_file(path, edit):
-    model = Model(
-        embedding={"name": "bag-of-nodes", "params": {}},
-        model={"name": "linear", "params": {}},
-        features=[
-            FeatureEntry(
-                name="count:worker",
-                node_type="worker",
-                stat="count",
-                kept=True,
-                r2=1.0,
-                slope=2.0,
-                intercept=0.0,
-                tolerance=1.0,
-            )
-        ],
-        training={"runs": 3, "requests": [4, 8, 12]},
-    )
+    model = count_model("worker")
     document = model.to_dict()
     edit(document)
     path.write_text(json.dumps(document))

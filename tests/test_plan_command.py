@@ -5,32 +5,14 @@ from __future__ import annotations
 
 import logging
 
+from hand_models import count_model
 from syslrn.cli import main
 from syslrn.commands import plan as plan_command
-from syslrn.model import FeatureEntry, Model, save_model
+from syslrn.model import save_model
 
 
 def _model_file(path, *node_types):
-    features = [
-        FeatureEntry(
-            name=f"count:{node_type}",
-            node_type=node_type,
-            stat="count",
-            kept=True,
-            r2=1.0,
-            slope=1.0,
-            intercept=0.0,
-            tolerance=1.0,
-        )
-        for node_type in node_types
-    ]
-    model = Model(
-        embedding={"name": "bag-of-nodes", "params": {}},
-        model={"name": "linear", "params": {}},
-        features=features,
-        training={"runs": 3, "requests": [4, 8, 12]},
-    )
-    return save_model(model, path)
+    return save_model(count_model(*node_types, slope=1.0), path)
 
 
 def _warnings(records):
