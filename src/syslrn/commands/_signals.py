@@ -5,6 +5,7 @@ it can interrupt that thread inside a write to stderr or while it holds a
 ``threading.Event``'s lock. A handler that logs then fails with a
 reentrant call on the stream, and one that sets the event waits for a
 lock that the thread it interrupted holds.
+
 Here the handler does nothing: the interpreter's C handler writes each
 signal's number to a wakeup socket (``signal.set_wakeup_fd``), and a
 thread reads it, logs and sets the event.

@@ -113,19 +113,18 @@ class AlertWriter:
             raise self._write_error(exc, epoch) from None
 
     def _write_error(self, exc: OSError, epoch: int | None) -> SyslrnError:
-        what = "an alert" if epoch is None else f"window {epoch}'s alert"
+        alert = "an alert" if epoch is None else f"window {epoch}'s alert"
         if isinstance(exc, BrokenPipeError):
-            fix = "keep the reader running or pass --alerts FILE"
-            reason = f"the reader of {self.target} closed it"
-            return SyslrnError(
-                f"cannot write {what}: {reason}; the monitor stopped, so {fix}",
-                exit_code=1,
+            message = (
+                f"cannot write {alert}: the reader of {self.target} closed it; the "
+                "monitor stopped, so keep the reader running or pass --alerts FILE"
             )
-        return SyslrnError(
-            f"cannot write {what} to {self.target}: {exc.strerror}; the monitor "
-            "stopped, so make room or give another --alerts FILE",
-            exit_code=1,
-        )
+        else:
+            message = (
+                f"cannot write {alert} to {self.target}: {exc.strerror}; the monitor "
+                "stopped, so make room or give another --alerts FILE"
+            )
+        return SyslrnError(message, exit_code=1)
 
     def _write_human(self, line: str) -> None:
         """Write the line for people. If its stream has gone, stop writing

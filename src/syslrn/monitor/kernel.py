@@ -158,6 +158,7 @@ class MonitorProbes:
                 f"most {MAX_QUIET_NS / 1e9:.3g} s, because the kernel compares times as "
                 "signed 64-bit nanoseconds"
             )
+        # Rounding at either bound must not step outside it.
         self.quiet_ns = min(MAX_QUIET_NS, max(1, round(quiet_s * 1e9)))
         self.obj: BpfObject | None = None
         self._bss: mmap.mmap | None = None

@@ -96,20 +96,18 @@ class MonitorMetrics:
     def update(
         self,
         verdict: Verdict,
+        requests_total: int,
         lost: int = 0,
         lost_windows: int = 0,
-        requests_total: int | None = None,
     ) -> None:
         """Export a judged window.
 
         ``requests_total`` is the kernel's count of every request so far,
-        lost windows' included. Without it, the window's requests are added.
+        lost windows' included. The kernel only adds to it.
         """
         self.windows.labels("anomalous" if verdict.anomalous else "normal").inc()
-        if requests_total is None:
-            requests_total = self._requests_seen + verdict.window.requests
-        self.requests.inc(max(0, requests_total - self._requests_seen))
-        self._requests_seen = max(self._requests_seen, requests_total)
+        self.requests.inc(requests_total - self._requests_seen)
+        self._requests_seen = requests_total
         self.lost.set(lost)
         self.lost_windows.set(lost_windows)
         for check in verdict.detection.checks():
